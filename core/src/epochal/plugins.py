@@ -216,6 +216,14 @@ class EpochalPluginManager(pluggy.PluginManager):
 
     # -- introspection -------------------------------------------------------
 
+    def unique_name(self, base: str) -> str:
+        """``base``, or ``base-2``, ``base-3``... if taken."""
+        name, number = base, 1
+        while self.has_plugin(name) or name in self.broken:
+            number += 1
+            name = f"{base}-{number}"
+        return name
+
     def plugin_version(self, name: str) -> str | None:
         origin = self.origins.get(name)
         return origin.version if origin else None
@@ -256,8 +264,15 @@ class EpochalPluginManager(pluggy.PluginManager):
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    """``Type: message`` on one line (pluggy's messages span several)."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def plugin_display_name(plugin: object) -> str:
+    """A readable name for a plugin object: its module or class name."""
+    name = getattr(plugin, "__name__", None)
+    return name if isinstance(name, str) else type(plugin).__qualname__
 
 
 def _short_repr(value: object, limit: int = 60) -> str:
@@ -290,7 +305,7 @@ def build_plugin_manager(
     if load_entry_points:
         manager.load_entry_points()
     for plugin in plugins:
-        manager.register_isolated(plugin, manager.get_canonical_name(plugin))
+        manager.register_isolated(plugin, manager.unique_name(plugin_display_name(plugin)))
     if settings.trace:
         manager.enable_trace()
     return manager

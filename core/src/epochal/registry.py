@@ -122,6 +122,8 @@ def _build(kind: str, hook_name: str, manager: EpochalPluginManager | None) -> R
                 raise ValueError(f"a {kind} name must be a non-empty string, got {name!r}")
             if target is None:
                 raise ValueError(f"{kind} {name!r} was registered as None")
+            if isinstance(target, str) and ":" not in target:
+                raise ValueError(f"{target!r} is not a 'module:attr' path (registering {name!r})")
             batch.append(RegistryEntry(kind, name, target, _plugin))
 
         if call_plugin(manager, hook_name, plugin_name, register=register) is FAILED:

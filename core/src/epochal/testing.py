@@ -16,7 +16,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from epochal.plugins import EpochalPluginManager, build_plugin_manager, get_plugin_manager
+from epochal.plugins import (
+    EpochalPluginManager,
+    build_plugin_manager,
+    get_plugin_manager,
+    plugin_display_name,
+)
 
 
 @pytest.fixture
@@ -25,7 +30,9 @@ def register_epochal_plugin() -> Iterator[Callable[..., str]]:
     added: list[object] = []
 
     def register(plugin: object, name: str | None = None) -> str:
-        registered = manager.register_checked(plugin, name or manager.get_canonical_name(plugin))
+        registered = manager.register_checked(
+            plugin, name or manager.unique_name(plugin_display_name(plugin))
+        )
         if registered is None:
             raise ValueError(f"plugin name {name!r} is blocked (EPOCHAL_DISABLE_PLUGINS)")
         added.append(plugin)

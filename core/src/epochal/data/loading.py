@@ -14,6 +14,7 @@ chained to the original, with the worker's traceback in the message.
 from __future__ import annotations
 
 import pickle
+import random
 import traceback
 from typing import Any
 
@@ -121,16 +122,20 @@ class EpochDataLoader(SlimDataLoaderBase):
         return self._transform(batch, batch_nr)
 
     def _transform(self, batch: dict[str, Any], batch_nr: int) -> dict[str, Any]:
-        # batchgenerators transforms draw from numpy's global RNG. In a worker
-        # that RNG is ours; in the main process we restore the user's afterwards.
-        batch_seed = np.random.SeedSequence([self.seed, batch_nr]).generate_state(1)[0]
-        saved = None if self._in_worker else np.random.get_state()
+        # batchgenerators transforms draw from numpy's *and* Python's global
+        # RNGs. Seeding both per batch makes an epoch independent of the worker
+        # count (and keeps forked workers from sharing Python's RNG state). In a
+        # worker those RNGs are ours; in the main process the user's come back.
+        batch_seed = int(np.random.SeedSequence([self.seed, batch_nr]).generate_state(1)[0])
+        saved = None if self._in_worker else (np.random.get_state(), random.getstate())
         np.random.seed(batch_seed)
+        random.seed(batch_seed)
         try:
             result = self.transforms(**batch)
         finally:
             if saved is not None:
-                np.random.set_state(saved)
+                np.random.set_state(saved[0])
+                random.setstate(saved[1])
         if not isinstance(result, dict):
             raise TypeError(
                 f"transform {type(self.transforms).__name__} returned {type(result).__name__}; "

@@ -34,17 +34,17 @@ def _as_dataset(
         return data
     if isinstance(data, Mapping):
         return ArrayDataset(**data)
-    if isinstance(data, (str, os.PathLike)):
+    if isinstance(data, (str, os.PathLike, list, tuple)):
         if load_fn is None:
             raise TypeError(
-                f"data is a path ({os.fspath(data)!r}) but no load_fn was given; pass "
-                "load_fn=<function(path) -> sample dict> or an AbstractDataset"
+                f"data is a path or a list of items ({data!r:.80}) but no load_fn was given; "
+                "pass load_fn=<function(item) -> sample dict> or an AbstractDataset"
             )
         dataset_cls = BaseLazyDataset if from_disc else BaseCacheDataset
         return dataset_cls(data, load_fn, **dataset_kwargs)
     raise TypeError(
-        f"data must be an AbstractDataset, a dict of arrays or a path with load_fn, "
-        f"got {type(data).__name__}"
+        f"data must be an AbstractDataset, a dict of arrays, or a path or list of items with "
+        f"load_fn; got {type(data).__name__}"
     )
 
 

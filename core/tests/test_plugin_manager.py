@@ -1,0 +1,116 @@
+"""The plugin manager: factory, isolation of broken plugins, the EPOCHAL_* variables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from epochal import hookimpl
+from epochal.errors import PluginError
+from epochal.plugins import DEFAULTS_PLUGIN_NAME, PluginWarning, build_plugin_manager
+from epochal.registry import datasets, trainers
+
+
+class GoodPlugin:
+    @hookimpl
+    def epochal_register_trainers(self, register):
+        register("good", "epochal_numpy.trainer:NumpyNetworkTrainer")
+
+
+class MisspeltPlugin:
+    @hookimpl
+    def epochal_at_epoc_end(self, trainer):  # misspelt on purpose
+        pass
+
+
+class WrongArgumentPlugin:
+    @hookimpl
+    def epochal_at_epoch_end(self, trainer, epochs):  # 'epochs' is not in the spec
+        pass
+
+
+def test_importing_epochal_builds_no_manager():
+    code = (
+        "import epochal, epochal.plugins, epochal.cli, epochal.trainer\n"
+        "assert epochal.plugins._manager is None, 'manager built at import time'\n"
+        "import sys; assert 'epochal_numpy.plugin' not in sys.modules, 'plugin loaded at import'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_factory_gives_independent_managers():
+    first = build_plugin_manager(load_entry_points=False, environ={}, plugins=[GoodPlugin()])
+    second = build_plugin_manager(load_entry_points=False, environ={})
+    assert "good" in trainers(first)
+    assert "good" not in trainers(second)
+    assert first.has_plugin(DEFAULTS_PLUGIN_NAME) and second.has_plugin(DEFAULTS_PLUGIN_NAME)
+
+
+def test_misspelt_hookimpl_is_reported_and_skipped():
+    with pytest.warns(PluginWarning, match=r"epochal_at_epoc_end.*did you mean 'epochal_at_epoch_end'"):
+        manager = build_plugin_manager(
+            load_entry_points=False, environ={}, plugins=[MisspeltPlugin(), GoodPlugin()]
+        )
+    broken_names = list(manager.broken)
+    assert len(broken_names) == 1 and "MisspeltPlugin" not in str(manager.list_name_plugin())
+    assert "good" in trainers(manager)  # the others keep working
+
+
+def test_misspelt_hookimpl_is_an_error_when_strict():
+    with pytest.raises(PluginError, match="unknown hook 'epochal_at_epoc_end'"):
+        build_plugin_manager(
+            load_entry_points=False, environ={"EPOCHAL_STRICT_PLUGINS": "1"}, plugins=[MisspeltPlugin()]
+        )
+
+
+def test_hookimpl_with_unknown_argument_is_reported():
+    with pytest.warns(PluginWarning, match="epochs"):
+        manager = build_plugin_manager(
+            load_entry_points=False, environ={}, plugins=[WrongArgumentPlugin()]
+        )
+    assert manager.broken
+
+
+def test_entry_points_load_real_installed_plugins():
+    manager = build_plugin_manager(environ={})
+    assert manager.has_plugin("numpy")
+    assert manager.plugin_distribution("numpy") == "epochal-numpy-example"
+    assert manager.plugin_version("numpy") == "0.1.0"
+    assert "numpy" in trainers(manager)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expect_numpy"),
+    [
+        ({}, True),
+        ({"EPOCHAL_LOAD_PLUGINS": "torch,tf"}, False),
+        ({"EPOCHAL_LOAD_PLUGINS": "numpy"}, True),
+        ({"EPOCHAL_LOAD_PLUGINS": "epochal-numpy-example"}, True),  # distribution name works too
+        ({"EPOCHAL_LOAD_PLUGINS": ""}, False),
+        ({"EPOCHAL_DISABLE_PLUGINS": "numpy"}, False),
+        ({"EPOCHAL_DISABLE_PLUGINS": "epochal_numpy_example"}, False),
+    ],
+)
+def test_load_and_disable_variables(environ, expect_numpy):
+    manager = build_plugin_manager(environ=environ)
+    assert manager.has_plugin("numpy") is expect_numpy
+    assert manager.has_plugin(DEFAULTS_PLUGIN_NAME)  # the core's own defaults always load
+
+
+def test_defaults_can_be_disabled_by_name():
+    manager = build_plugin_manager(
+        load_entry_points=False, environ={"EPOCHAL_DISABLE_PLUGINS": DEFAULTS_PLUGIN_NAME}
+    )
+    assert "digits" not in datasets(manager)
+
+
+def test_trace_prints_every_hook_call(capfd):
+    manager = build_plugin_manager(
+        load_entry_points=False, environ={"EPOCHAL_TRACE_PLUGINS": "1"}, plugins=[GoodPlugin()]
+    )
+    trainers(manager)
+    err = capfd.readouterr().err
+    assert "epochal trace: epochal_register_trainers(register=" in err
+    assert "GoodPlugin" in err
