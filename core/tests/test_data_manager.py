@@ -77,12 +77,14 @@ def test_same_seed_same_batches_whatever_the_worker_count():
         epochs[workers] = collect(manager.get_batchgen(seed=42))
     for workers in (2, 3):
         assert len(epochs[workers]) == len(epochs[0]) == 8
-        for ours, reference in zip(epochs[workers], epochs[0]):
+        for ours, reference in zip(epochs[workers], epochs[0], strict=True):
             np.testing.assert_array_equal(ours["label"], reference["label"])
             np.testing.assert_array_equal(ours["data"], reference["data"])
     unaugmented = indexed_dataset(37).get_batch(epochs[0][0]["label"])["data"]
     assert not np.allclose(unaugmented, epochs[0][0]["data"])  # the transform really ran
-    other_seed = collect(DataManager(indexed_dataset(37), 5, 0, sampler_cls="random").get_batchgen(seed=43))
+    other_seed = collect(
+        DataManager(indexed_dataset(37), 5, 0, sampler_cls="random").get_batchgen(seed=43)
+    )
     assert other_seed[0]["label"].tolist() != epochs[0][0]["label"].tolist()
 
 
@@ -111,7 +113,10 @@ def test_sharded_managers_split_the_epoch():
     labels = []
     for rank in range(2):
         manager = DataManager(
-            indexed_dataset(21), 4, 1, sampler_cls=RandomSampler,
+            indexed_dataset(21),
+            4,
+            1,
+            sampler_cls=RandomSampler,
             sampler_kwargs={"num_replicas": 2, "rank": rank},
         )
         labels.append(np.concatenate([b["label"] for b in manager.get_batchgen(seed=9)]))
@@ -129,7 +134,7 @@ class TaggingLoader(EpochDataLoader):
 def test_custom_data_loader_class():
     manager = DataManager(indexed_dataset(9), 4, 2, data_loader_cls=TaggingLoader)
     assert [int(b["batch_nr"][0]) for b in manager.get_batchgen()] == [0, 1, 2]
-    with pytest.raises(TypeError, match="subclass of epochal.data.EpochDataLoader"):
+    with pytest.raises(TypeError, match=r"subclass of epochal\.data\.EpochDataLoader"):
         DataManager(indexed_dataset(9), 4, 0, data_loader_cls=dict)
 
 
@@ -202,7 +207,9 @@ def test_bad_arguments_get_clear_errors():
         DataManager(dataset, 2, -1)
     with pytest.raises(TypeError, match="AbstractSampler subclass"):
         DataManager(dataset, 2, 0, sampler_cls=list)
-    with pytest.raises(TypeError, match=r"sampler_kwargs \{'shuffle': True\} do not fit RandomSampler"):
+    with pytest.raises(
+        TypeError, match=r"sampler_kwargs \{'shuffle': True\} do not fit RandomSampler"
+    ):
         DataManager(dataset, 2, 0, sampler_cls=RandomSampler, sampler_kwargs={"shuffle": True})
     with pytest.raises(TypeError, match="no load_fn was given"):
         DataManager("/some/folder", 2, 0)
@@ -214,4 +221,9 @@ def test_get_subset_keeps_settings():
     manager = DataManager(indexed_dataset(10), 2, 0, sampler_cls=RandomSampler, seed=3)
     subset = manager.get_subset([1, 3, 5, 7])
     assert subset.n_samples == 4 and subset.sampler_cls is RandomSampler and subset.seed == 3
-    assert sorted(np.concatenate([b["label"] for b in subset.get_batchgen()]).tolist()) == [1, 3, 5, 7]
+    assert sorted(np.concatenate([b["label"] for b in subset.get_batchgen()]).tolist()) == [
+        1,
+        3,
+        5,
+        7,
+    ]

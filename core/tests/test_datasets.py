@@ -11,7 +11,11 @@ from epochal.errors import DataError
 
 def _write_samples(folder, count):
     for index in range(count):
-        np.savez(folder / f"sample_{index:03d}.npz", data=np.full((2, 3), index, np.float32), label=index % 3)
+        np.savez(
+            folder / f"sample_{index:03d}.npz",
+            data=np.full((2, 3), index, np.float32),
+            label=index % 3,
+        )
     return folder
 
 

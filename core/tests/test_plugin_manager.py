@@ -49,7 +49,9 @@ def test_factory_gives_independent_managers():
 
 
 def test_misspelt_hookimpl_is_reported_and_skipped():
-    with pytest.warns(PluginWarning, match=r"epochal_at_epoc_end.*did you mean 'epochal_at_epoch_end'"):
+    with pytest.warns(
+        PluginWarning, match=r"epochal_at_epoc_end.*did you mean 'epochal_at_epoch_end'"
+    ):
         manager = build_plugin_manager(
             load_entry_points=False, environ={}, plugins=[MisspeltPlugin(), GoodPlugin()]
         )
@@ -61,7 +63,9 @@ def test_misspelt_hookimpl_is_reported_and_skipped():
 def test_misspelt_hookimpl_is_an_error_when_strict():
     with pytest.raises(PluginError, match="unknown hook 'epochal_at_epoc_end'"):
         build_plugin_manager(
-            load_entry_points=False, environ={"EPOCHAL_STRICT_PLUGINS": "1"}, plugins=[MisspeltPlugin()]
+            load_entry_points=False,
+            environ={"EPOCHAL_STRICT_PLUGINS": "1"},
+            plugins=[MisspeltPlugin()],
         )
 
 

@@ -66,7 +66,9 @@ def test_broken_path_names_the_plugin_and_target():
 
     from epochal.registry import trainers
 
-    with pytest.raises(ImportError, match=r"trainer 'ghost' \(from plugin .*BadPath.*no_such_module_xyz"):
+    with pytest.raises(
+        ImportError, match=r"trainer 'ghost' \(from plugin .*BadPath.*no_such_module_xyz"
+    ):
         trainers(_manager(BadPath())).get("ghost")
 
 

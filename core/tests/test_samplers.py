@@ -46,10 +46,14 @@ def test_random_longer_epoch_and_replacement():
     ],
 )
 def test_shards_are_disjoint_and_cover_the_epoch(make, replicas):
-    shards = [make(num_replicas=replicas, rank=rank).epoch_indices(seed=5) for rank in range(replicas)]
+    shards = [
+        make(num_replicas=replicas, rank=rank).epoch_indices(seed=5) for rank in range(replicas)
+    ]
     merged = np.concatenate(shards)
     assert sorted(merged.tolist()) == list(range(100))
-    assert [len(make(num_replicas=replicas, rank=r)) for r in range(replicas)] == [len(s) for s in shards]
+    assert [len(make(num_replicas=replicas, rank=r)) for r in range(replicas)] == [
+        len(s) for s in shards
+    ]
 
 
 def test_sharding_arguments_are_checked():

@@ -184,7 +184,12 @@ class BatchCallbackAdapter(CallbackAdapter):
 
     @hookimpl
     def epochal_at_batch_end(
-        self, trainer: AbstractNetworkTrainer, epoch: int, batch_nr: int, losses: dict, metrics: dict
+        self,
+        trainer: AbstractNetworkTrainer,
+        epoch: int,
+        batch_nr: int,
+        losses: dict,
+        metrics: dict,
     ) -> None:
         self._batch_end(trainer, epoch=epoch, batch_nr=batch_nr, losses=losses, metrics=metrics)
 

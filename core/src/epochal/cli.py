@@ -33,7 +33,9 @@ __all__ = ["EpochalGroup", "create_cli", "main"]
 class EpochalGroup(click.Group):
     """A click group that adds plugin commands lazily and in isolation."""
 
-    def __init__(self, *args: Any, plugin_manager: EpochalPluginManager | None = None, **kwargs: Any):
+    def __init__(
+        self, *args: Any, plugin_manager: EpochalPluginManager | None = None, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self._plugin_manager = plugin_manager
         self._plugin_commands_loaded = False
@@ -77,7 +79,9 @@ class EpochalGroup(click.Group):
 
 
 def _format_provides(provides: dict[str, list[str]]) -> str:
-    return "; ".join(f"{kind}: {', '.join(sorted(names))}" for kind, names in sorted(provides.items()))
+    return "; ".join(
+        f"{kind}: {', '.join(sorted(names))}" for kind, names in sorted(provides.items())
+    )
 
 
 def _format_hooks(hooks: list[str]) -> str:
@@ -89,12 +93,21 @@ def _print_table(infos: list[PluginInfo]) -> None:
     broken = [info for info in infos if info.error is not None]
     rows = [("PLUGIN", "VERSION", "PROVIDES", "HOOKS")]
     rows += [
-        (info.name, info.version or "-", _format_provides(info.provides) or "-", _format_hooks(info.hooks) or "-")
+        (
+            info.name,
+            info.version or "-",
+            _format_provides(info.provides) or "-",
+            _format_hooks(info.hooks) or "-",
+        )
         for info in healthy
     ]
     widths = [max(len(row[col]) for row in rows) for col in range(3)]
     for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+            + "  "
+            + row[3]
+        )
     if broken:
         click.echo("\nBroken plugins (skipped; the others work):")
         for info in broken:
@@ -137,12 +150,21 @@ def create_cli(plugin_manager: EpochalPluginManager | None = None) -> EpochalGro
     return cli  # type: ignore[return-value]
 
 
-def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+def _show_warning(
+    message: Any,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: Any = None,
+) -> None:
     stream = file if file is not None else sys.stderr
     if issubclass(category, PluginWarning):
         print(f"epochal: warning: {message}", file=stream)
     else:
-        print(warnings.formatwarning(message, category, filename, lineno, line), file=stream, end="")
+        print(
+            warnings.formatwarning(message, category, filename, lineno, line), file=stream, end=""
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

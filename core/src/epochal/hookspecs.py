@@ -13,7 +13,8 @@ plugin may take any subset of the arguments.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -24,21 +25,21 @@ if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
 
 __all__ = [
     "PROJECT_NAME",
-    "hookimpl",
-    "hookspec",
-    "epochal_register_trainers",
+    "epochal_at_batch_end",
+    "epochal_at_epoch_begin",
+    "epochal_at_epoch_end",
+    "epochal_at_training_begin",
+    "epochal_at_training_end",
+    "epochal_load_state_dict",
     "epochal_register_callbacks",
+    "epochal_register_commands",
     "epochal_register_datasets",
     "epochal_register_samplers",
-    "epochal_register_commands",
+    "epochal_register_trainers",
     "epochal_setup",
-    "epochal_at_training_begin",
-    "epochal_at_epoch_begin",
-    "epochal_at_batch_end",
-    "epochal_at_epoch_end",
-    "epochal_at_training_end",
     "epochal_state_dict",
-    "epochal_load_state_dict",
+    "hookimpl",
+    "hookspec",
 ]
 
 PROJECT_NAME = "epochal"

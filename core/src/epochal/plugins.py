@@ -272,7 +272,7 @@ def _describe(exc: BaseException) -> str:
 def plugin_display_name(plugin: object) -> str:
     """A readable name for a plugin object: its module or class name."""
     name = getattr(plugin, "__name__", None)
-    return name if isinstance(name, str) else type(plugin).__qualname__
+    return name if isinstance(name, str) else type(plugin).__name__
 
 
 def _short_repr(value: object, limit: int = 60) -> str:
@@ -356,7 +356,7 @@ def describe_plugins(manager: EpochalPluginManager) -> list[PluginInfo]:
 
     provided: dict[str, dict[str, list[str]]] = {}
     for kind, build in registry.REGISTRIES.items():
-        for entry in build(manager).entries.values():
+        for entry in sorted(build(manager).entries.values(), key=lambda entry: entry.name):
             provided.setdefault(entry.plugin, {}).setdefault(kind, []).append(entry.name)
     for plugin_name, commands in _command_names(manager).items():
         provided.setdefault(plugin_name, {})["commands"] = commands
@@ -434,4 +434,3 @@ def call_plugin(
             plugin_name, hook_name, _describe(exc), manager.plugin_distribution(plugin_name), exc
         )
         return FAILED
-

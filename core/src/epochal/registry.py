@@ -117,14 +117,16 @@ def _build(kind: str, hook_name: str, manager: EpochalPluginManager | None) -> R
     for plugin_name in manager.plugins_implementing(hook_name):
         batch: list[RegistryEntry] = []
 
-        def register(name: str, target: Any, _plugin: str = plugin_name) -> None:
+        def register(
+            name: str, target: Any, _plugin: str = plugin_name, _batch: list = batch
+        ) -> None:
             if not isinstance(name, str) or not name:
                 raise ValueError(f"a {kind} name must be a non-empty string, got {name!r}")
             if target is None:
                 raise ValueError(f"{kind} {name!r} was registered as None")
             if isinstance(target, str) and ":" not in target:
                 raise ValueError(f"{target!r} is not a 'module:attr' path (registering {name!r})")
-            batch.append(RegistryEntry(kind, name, target, _plugin))
+            _batch.append(RegistryEntry(kind, name, target, _plugin))
 
         if call_plugin(manager, hook_name, plugin_name, register=register) is FAILED:
             continue

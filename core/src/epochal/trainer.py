@@ -18,7 +18,7 @@ from epochal.callbacks import AbstractCallback, adapt_callback, is_hook_plugin
 from epochal.errors import PluginError
 from epochal.plugins import EpochalPluginManager, get_plugin_manager
 
-__all__ = ["AbstractNetworkTrainer", "VAL_SCORE_MODES", "VAL_PREFIX"]
+__all__ = ["VAL_PREFIX", "VAL_SCORE_MODES", "AbstractNetworkTrainer"]
 
 VAL_SCORE_MODES = ("highest", "lowest")
 VAL_PREFIX = "val_"

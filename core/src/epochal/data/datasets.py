@@ -204,7 +204,9 @@ class ArrayDataset(AbstractDataset):
     def __init__(self, **arrays: Any) -> None:
         super().__init__()
         if not arrays:
-            raise DataError("ArrayDataset needs at least one array, e.g. ArrayDataset(data=x, label=y)")
+            raise DataError(
+                "ArrayDataset needs at least one array, e.g. ArrayDataset(data=x, label=y)"
+            )
         self.arrays = {key: np.asarray(value) for key, value in arrays.items()}
         lengths = {key: (len(value) if value.ndim else None) for key, value in self.arrays.items()}
         if None in lengths.values() or len(set(lengths.values())) != 1:
@@ -239,7 +241,9 @@ def _list_items(data_path: Any) -> list[Any]:
         if not os.path.isdir(path):
             return [path]
         items = [
-            os.path.join(path, name) for name in sorted(os.listdir(path)) if not name.startswith(".")
+            os.path.join(path, name)
+            for name in sorted(os.listdir(path))
+            if not name.startswith(".")
         ]
         if not items:
             raise DataError(f"data_path {path!r} is an empty directory: no samples to load")

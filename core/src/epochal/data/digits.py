@@ -10,7 +10,7 @@ __all__ = ["load_digits"]
 
 
 def load_digits(image: bool = False) -> ArrayDataset:
-    """``data`` float32 in [0, 1] (64 features, or ``(1, 8, 8)`` with ``image``), ``label`` int64."""
+    """``data``: float32 in [0, 1], 64 features (``(1, 8, 8)`` with ``image``); ``label``: int64."""
     from sklearn.datasets import load_digits as sklearn_load_digits
 
     bunch = sklearn_load_digits()

@@ -137,7 +137,8 @@ class DataManager:
             self.sampler = self.sampler_cls.from_dataset(self.dataset, **self.sampler_kwargs)
         except TypeError as exc:
             raise TypeError(
-                f"sampler_kwargs {self.sampler_kwargs} do not fit {self.sampler_cls.__name__}: {exc}"
+                f"sampler_kwargs {self.sampler_kwargs} do not fit "
+                f"{self.sampler_cls.__name__}: {exc}"
             ) from exc
         if data_loader_cls is None:
             data_loader_cls = EpochDataLoader
@@ -166,7 +167,9 @@ class DataManager:
         """Batches per epoch, the last partial batch included."""
         return -(-self.n_samples // self.batch_size)
 
-    def get_batchgen(self, seed: int | None = None) -> EpochMultiThreadedAugmenter | EpochSingleThreadedAugmenter:
+    def get_batchgen(
+        self, seed: int | None = None
+    ) -> EpochMultiThreadedAugmenter | EpochSingleThreadedAugmenter:
         """An augmenter over one epoch; the same ``seed`` gives the same batches.
 
         ``seed`` is combined with the manager's ``seed``; with neither, the

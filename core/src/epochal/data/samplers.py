@@ -188,9 +188,7 @@ class WeightedRandomSampler(AbstractSampler):
 class _LabelSampler(AbstractSampler):
     """A sampler that needs one class label per sample."""
 
-    def __init__(
-        self, labels: Sequence[Any], *, num_replicas: int = 1, rank: int = 0
-    ) -> None:
+    def __init__(self, labels: Sequence[Any], *, num_replicas: int = 1, rank: int = 0) -> None:
         labels_array = np.asarray(labels).reshape(-1)
         super().__init__(len(labels_array), num_replicas=num_replicas, rank=rank)
         if not len(labels_array):
