@@ -1,0 +1,13 @@
+"""`epochal-callbacks` is found through its entry point, like any third-party plugin."""
+
+from __future__ import annotations
+
+from epochal.plugins import build_plugin_manager
+
+
+def test_discovered_through_the_entry_point():
+    manager = build_plugin_manager(environ={})
+    assert manager.has_plugin("callbacks")
+    assert manager.plugin_distribution("callbacks") == "epochal-callbacks"
+    assert manager.get_plugin("callbacks").__name__ == "epochal_callbacks.plugin"
+    assert not manager.broken

@@ -1,0 +1,13 @@
+"""`epochal-tf` is found through its entry point, like any third-party plugin."""
+
+from __future__ import annotations
+
+from epochal.plugins import build_plugin_manager
+
+
+def test_discovered_through_the_entry_point():
+    manager = build_plugin_manager(environ={})
+    assert manager.has_plugin("tf")
+    assert manager.plugin_distribution("tf") == "epochal-tf"
+    assert manager.get_plugin("tf").__name__ == "epochal_tf.plugin"
+    assert not manager.broken
