@@ -247,3 +247,27 @@ def test_abstract_methods_raise_not_implemented():
     ):
         with pytest.raises(NotImplementedError):
             call()
+
+
+def test_workers_stop_when_the_backend_fails_mid_epoch(managers, make_trainer):
+    import glob
+    import os
+
+    class FailingOnBatch3:
+        @hookimpl
+        def epochal_at_batch_end(self, batch_nr):
+            if batch_nr == 3:
+                raise RuntimeError("backend blew up")
+
+    trainer = make_trainer(callbacks=[FailingOnBatch3()])
+    train, valid = managers(workers=2)
+    # Keep the traceback alive, as a notebook or a logger does: the frames still hold the
+    # batch generator, so only an explicit close stops its workers.
+    with pytest.raises(RuntimeError, match="backend blew up") as failure:
+        trainer.train(2, train, valid)
+    assert failure.traceback
+    children = []
+    for path in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
+        with open(path) as handle:
+            children += handle.read().split()
+    assert children == []  # closed at once, not left to the garbage collector

@@ -8,10 +8,11 @@ scheduling and resume bookkeeping are written once, here.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from epochal.callbacks import AbstractCallback, adapt_callback, is_hook_plugin
@@ -33,6 +34,17 @@ def _trainer_plugin_manager(global_manager: EpochalPluginManager) -> EpochalPlug
     if global_manager.settings.trace:
         manager.enable_trace()
     return manager
+
+
+@contextlib.contextmanager
+def _closing(batchgen: Any) -> Iterator[Any]:
+    """Stop a batch generator's workers when the epoch ends, also on an exception."""
+    try:
+        yield batchgen
+    finally:
+        close = getattr(batchgen, "close", None)
+        if callable(close):
+            close()
 
 
 def _check_mode(mode: object) -> None:
@@ -309,7 +321,8 @@ class AbstractNetworkTrainer:
             self._at_epoch_begin(metrics_val, val_score_key, epoch, num_epochs)
             if self.state.get("stop_training"):
                 break
-            metrics_train = self._train_single_epoch(datamgr_train.get_batchgen(seed=epoch), epoch)
+            with _closing(datamgr_train.get_batchgen(seed=epoch)) as batchgen:
+                metrics_train = self._train_single_epoch(batchgen, epoch)
             metrics_val = self._validate(datamgr_valid) if datamgr_valid is not None else {}
             is_best = False
             if val_score_key is not None and datamgr_valid is not None:
@@ -344,7 +357,8 @@ class AbstractNetworkTrainer:
 
     def _validate(self, datamgr_valid: Any) -> dict[str, float]:
         """Validate at the manager's own batch size; keys get the ``val_`` prefix."""
-        _, _, metrics = self.predict(datamgr_valid.get_batchgen(), batch_size=None)
+        with _closing(datamgr_valid.get_batchgen()) as batchgen:
+            _, _, metrics = self.predict(batchgen, batch_size=None)
         return {f"{VAL_PREFIX}{key}": float(value) for key, value in (metrics or {}).items()}
 
     @staticmethod

@@ -156,6 +156,9 @@ class EpochSingleThreadedAugmenter(SingleThreadedAugmenter):
     def __next__(self) -> dict[str, Any]:
         return _raise_if_failed(super().__next__())
 
+    def close(self) -> None:
+        """Nothing to stop: no worker processes (same interface as the multi-process one)."""
+
 
 class EpochMultiThreadedAugmenter(MultiThreadedAugmenter):
     """batchgenerators' multi-process augmenter for one epoch.
@@ -168,6 +171,10 @@ class EpochMultiThreadedAugmenter(MultiThreadedAugmenter):
     def _start(self) -> None:
         super()._start()
         self._epochal_workers = list(self._processes)
+
+    def close(self) -> None:
+        """Stop the workers now (the trainer calls this when an epoch ends or fails)."""
+        self._finish()
 
     def __next__(self) -> dict[str, Any]:
         try:
