@@ -227,3 +227,28 @@ def test_get_subset_keeps_settings():
         5,
         7,
     ]
+
+
+EXIT_MID_EPOCH = """
+import numpy as np
+from epochal.data import ArrayDataset, DataManager
+manager = DataManager(ArrayDataset(data=np.zeros((3200, 1, 64, 64), np.float32)), 32, 2)
+batches = iter(manager.get_batchgen(seed=0))
+for _ in range(5):
+    next(batches)
+print("leaving with the epoch half done", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_interpreter_exit_mid_epoch_does_not_hang(tmp_path):
+    # multiprocessing kills daemon workers at exit, possibly mid-write; without closing the
+    # live augmenters first, batchgenerators' cleanup blocks forever on the half message.
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_MID_EPOCH], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "leaving with the epoch half done" in result.stdout
