@@ -17,13 +17,12 @@ import click
 
 from epochal import __version__
 from epochal.errors import EpochalError
+from epochal.plugin_info import PluginInfo, describe_plugins
 from epochal.plugins import (
     FAILED,
     EpochalPluginManager,
-    PluginInfo,
     PluginWarning,
     call_plugin,
-    describe_plugins,
     get_plugin_manager,
 )
 

@@ -18,7 +18,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
 import pluggy
@@ -306,6 +306,9 @@ def build_plugin_manager(
         manager.load_entry_points()
     for plugin in plugins:
         manager.register_isolated(plugin, manager.unique_name(plugin_display_name(plugin)))
+    # Every plugin was validated on its own above (so that one bad plugin is skipped,
+    # not fatal); pluggy's global check confirms nothing unverified slipped through.
+    manager.check_pending()
     if settings.trace:
         manager.enable_trace()
     return manager
@@ -328,85 +331,7 @@ def reset_plugin_manager() -> None:
     _manager = None
 
 
-@dataclass
-class PluginInfo:
-    """One row of ``epochal plugins``."""
-
-    name: str
-    version: str | None
-    distribution: str | None
-    hooks: list[str] = field(default_factory=list)
-    provides: dict[str, list[str]] = field(default_factory=dict)
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "distribution": self.distribution,
-            "hooks": self.hooks,
-            "provides": self.provides,
-            "error": self.error,
-        }
-
-
-def describe_plugins(manager: EpochalPluginManager) -> list[PluginInfo]:
-    """Every registered plugin (with what it provides) and every broken one."""
-    from epochal import registry
-
-    provided: dict[str, dict[str, list[str]]] = {}
-    for kind, build in registry.REGISTRIES.items():
-        for entry in sorted(build(manager).entries.values(), key=lambda entry: entry.name):
-            provided.setdefault(entry.plugin, {}).setdefault(kind, []).append(entry.name)
-    for plugin_name, commands in _command_names(manager).items():
-        provided.setdefault(plugin_name, {})["commands"] = commands
-
-    infos = []
-    for name, plugin in sorted(manager.list_name_plugin(), key=lambda item: item[0]):
-        if plugin is None:  # blocked
-            continue
-        infos.append(
-            PluginInfo(
-                name=name,
-                version=manager.plugin_version(name),
-                distribution=manager.plugin_distribution(name),
-                hooks=manager.hook_names(plugin),
-                provides=provided.get(name, {}),
-                error=manager.broken[name].error if name in manager.broken else None,
-            )
-        )
-    registered = {info.name for info in infos}
-    for name, broken in sorted(manager.broken.items()):
-        if name not in registered:
-            infos.append(
-                PluginInfo(
-                    name=name,
-                    version=None,
-                    distribution=broken.distribution,
-                    error=f"{broken.stage}: {broken.error}",
-                )
-            )
-    return infos
-
-
-def _command_names(manager: EpochalPluginManager) -> dict[str, list[str]]:
-    """Which plugin adds which CLI command, found by calling each plugin alone."""
-    import click
-
-    found: dict[str, list[str]] = {}
-    for plugin_name in manager.plugins_implementing("epochal_register_commands"):
-        group = click.Group()
-        caller = _single_plugin_caller(manager, "epochal_register_commands", plugin_name)
-        try:
-            caller(cli=group)
-        except Exception:  # noqa: BLE001 - reported when the CLI adds the commands
-            continue
-        if group.commands:
-            found[plugin_name] = sorted(group.commands)
-    return found
-
-
-def _single_plugin_caller(manager: pluggy.PluginManager, hook_name: str, plugin_name: str) -> Any:
+def single_plugin_caller(manager: pluggy.PluginManager, hook_name: str, plugin_name: str) -> Any:
     """A hook caller that reaches only ``plugin_name``, through pluggy (so tracing sees it)."""
     target = manager.get_plugin(plugin_name)
     others = [p for p in manager.get_plugins() if p is not target]
@@ -426,7 +351,7 @@ def call_plugin(
     raises is reported as broken, or the error is raised in strict mode, and
     :data:`FAILED` is returned so that callers can skip what it produced.
     """
-    caller = _single_plugin_caller(manager, hook_name, plugin_name)
+    caller = single_plugin_caller(manager, hook_name, plugin_name)
     try:
         return caller(**kwargs)
     except Exception as exc:  # noqa: BLE001 - the plugin's own failure
