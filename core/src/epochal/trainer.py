@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -34,6 +35,24 @@ def _trainer_plugin_manager(global_manager: EpochalPluginManager) -> EpochalPlug
     if global_manager.settings.trace:
         manager.enable_trace()
     return manager
+
+
+class _TimedBatches:
+    """Wraps a batch generator and adds up the time spent waiting for batches."""
+
+    def __init__(self, batchgen: Iterable[dict]) -> None:
+        self._batches = iter(batchgen)
+        self.wait_seconds = 0.0
+
+    def __iter__(self) -> _TimedBatches:
+        return self
+
+    def __next__(self) -> dict:
+        start = time.perf_counter()
+        try:
+            return next(self._batches)
+        finally:
+            self.wait_seconds += time.perf_counter() - start
 
 
 @contextlib.contextmanager
@@ -88,7 +107,12 @@ class AbstractNetworkTrainer:
         self.best_val_score: float | None = None
         self.best_epoch: int | None = None
         #: What callbacks returned (``stop_training`` and friends); never trainer attributes.
+        #: The loop also puts each epoch's ``train_seconds`` and ``val_seconds`` here, and
+        #: ``data_wait_seconds`` when :attr:`time_data_wait` is set.
         self.state: dict[str, Any] = {"stop_training": False}
+        #: Measure the time ``_train_single_epoch`` waits for batches (costs ~1 µs a batch,
+        #: so it is off unless a plugin such as a timer asks for it).
+        self.time_data_wait = False
         self._callbacks: list[object] = []
         self._plugin_manager = _trainer_plugin_manager(plugin_manager or get_plugin_manager())
         self._refresh_hooks()
@@ -321,9 +345,16 @@ class AbstractNetworkTrainer:
             self._at_epoch_begin(metrics_val, val_score_key, epoch, num_epochs)
             if self.state.get("stop_training"):
                 break
+            started = time.perf_counter()
             with _closing(datamgr_train.get_batchgen(seed=epoch)) as batchgen:
-                metrics_train = self._train_single_epoch(batchgen, epoch)
+                timed = _TimedBatches(batchgen) if self.time_data_wait else None
+                metrics_train = self._train_single_epoch(timed or batchgen, epoch)
+            validated = time.perf_counter()
+            self.state["train_seconds"] = validated - started
+            if timed is not None:
+                self.state["data_wait_seconds"] = timed.wait_seconds
             metrics_val = self._validate(datamgr_valid) if datamgr_valid is not None else {}
+            self.state["val_seconds"] = time.perf_counter() - validated
             is_best = False
             if val_score_key is not None and datamgr_valid is not None:
                 score_key = self._find_score_key(val_score_key, metrics_val)

@@ -1,6 +1,8 @@
-"""epochal plugin `epochal-callbacks`: Early stopping, LR scheduling, progress bars, loggers,
-plots. Implemented by the callbacks issue; this package only claims its name and entry point for
-now.
+"""epochal plugin `epochal-callbacks`: early stopping, LR scheduling, progress, loggers, plots.
+
+Every callback is registered by name (see :data:`epochal_callbacks.plugin.CALLBACKS`) so that a
+config can say ``name = "early_stopping"``; frameworks are imported only by the callback that
+needs them.
 """
 
 __version__ = "0.1.0"

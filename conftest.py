@@ -1,4 +1,4 @@
-"""Shared helpers for the cross-package tests: digits data and the numpy example trainer."""
+"""Fixtures shared by every package's tests: digits data and the numpy example trainer."""
 
 from __future__ import annotations
 

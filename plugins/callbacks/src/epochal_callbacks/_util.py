@@ -1,0 +1,77 @@
+"""Helpers the callbacks share: metric lookup, learning rates, the run folder."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from collections.abc import Mapping
+from typing import Any
+
+
+def epoch_metrics(metrics_train: Mapping[str, Any], metrics_val: Mapping[str, Any]) -> dict:
+    """Train and validation metrics of one epoch in one dict (validation keys start ``val_``)."""
+    return {**metrics_train, **metrics_val}
+
+
+def lookup_metric(
+    owner: str, key: str, metrics_train: Mapping[str, Any], metrics_val: Mapping[str, Any]
+) -> float:
+    """The value of ``key`` this epoch; a missing key raises naming the keys there are."""
+    metrics = epoch_metrics(metrics_train, metrics_val)
+    if key not in metrics:
+        raise KeyError(
+            f"{owner}: the epoch produced no metric {key!r}; it produced {sorted(metrics)}. "
+            "Validation metrics carry the prefix 'val_' (e.g. 'val_accuracy')."
+        )
+    return float(metrics[key])
+
+
+def check_mode(owner: str, mode: str) -> str:
+    if mode not in ("highest", "lowest"):
+        raise ValueError(f"{owner}: mode must be 'highest' or 'lowest', got {mode!r}")
+    return mode
+
+
+def improved(mode: str, best: float | None, value: float, min_delta: float = 0.0) -> bool:
+    """Whether ``value`` beats ``best`` by more than ``min_delta`` in the direction of ``mode``."""
+    if value != value:  # NaN never improves
+        return False
+    if best is None:
+        return True
+    return value > best + min_delta if mode == "highest" else value < best - min_delta
+
+
+def current_lrs(trainer: Any) -> dict[str, float]:
+    """Learning rate of each of the trainer's optimizers, without importing a framework.
+
+    Backends expose ``trainer.optimizers`` (a dict, delira's convention): torch optimizers
+    have ``param_groups``, Keras optimizers ``learning_rate``. A backend without optimizers
+    but with a numeric ``trainer.lr`` reports that as ``"default"``.
+    """
+    rates: dict[str, float] = {}
+    for name, optimizer in (getattr(trainer, "optimizers", None) or {}).items():
+        groups = getattr(optimizer, "param_groups", None)
+        if groups:
+            rates[name] = float(groups[0]["lr"])
+            continue
+        rate = getattr(optimizer, "learning_rate", None)
+        if rate is not None:
+            try:
+                rates[name] = float(rate)
+            except (TypeError, ValueError):  # a schedule object: the rate lives per step
+                continue
+    if not rates and isinstance(getattr(trainer, "lr", None), numbers.Real):
+        rates["default"] = float(trainer.lr)
+    return rates
+
+
+def run_folder(owner: str, trainer: Any, path: str | os.PathLike[str] | None) -> str:
+    """``path`` if given, else the trainer's ``save_path``; neither is a clear error."""
+    folder = path if path is not None else getattr(trainer, "save_path", None)
+    if folder is None:
+        raise ValueError(
+            f"{owner} needs a folder: give it a path, or give the trainer a save_path"
+        )
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    return folder
