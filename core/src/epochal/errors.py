@@ -21,3 +21,10 @@ class DataError(EpochalError, ValueError):
 
 class DataWorkerError(EpochalError, RuntimeError):
     """A data-augmentation worker raised or died; the message says which and why."""
+
+
+class MissingMetricError(EpochalError, KeyError):
+    """A callback monitors a metric the epoch did not produce; the message lists those it did."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""

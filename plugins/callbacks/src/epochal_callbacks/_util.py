@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from epochal.errors import MissingMetricError
+
 
 def epoch_metrics(metrics_train: Mapping[str, Any], metrics_val: Mapping[str, Any]) -> dict:
     """Train and validation metrics of one epoch in one dict (validation keys start ``val_``)."""
@@ -19,7 +21,7 @@ def lookup_metric(
     """The value of ``key`` this epoch; a missing key raises naming the keys there are."""
     metrics = epoch_metrics(metrics_train, metrics_val)
     if key not in metrics:
-        raise KeyError(
+        raise MissingMetricError(
             f"{owner}: the epoch produced no metric {key!r}; it produced {sorted(metrics)}. "
             "Validation metrics carry the prefix 'val_' (e.g. 'val_accuracy')."
         )
@@ -69,9 +71,7 @@ def run_folder(owner: str, trainer: Any, path: str | os.PathLike[str] | None) ->
     """``path`` if given, else the trainer's ``save_path``; neither is a clear error."""
     folder = path if path is not None else getattr(trainer, "save_path", None)
     if folder is None:
-        raise ValueError(
-            f"{owner} needs a folder: give it a path, or give the trainer a save_path"
-        )
+        raise ValueError(f"{owner} needs a folder: give it a path, or give the trainer a save_path")
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     return folder
