@@ -271,3 +271,27 @@ def test_workers_stop_when_the_backend_fails_mid_epoch(managers, make_trainer):
         with open(path) as handle:
             children += handle.read().split()
     assert children == []  # closed at once, not left to the garbage collector
+
+
+def test_callback_state_follows_the_callback_not_its_position(managers, make_trainer, tmp_path):
+    class Extra(AbstractCallback):
+        pass
+
+    train, valid = managers()
+    first = make_trainer(lr=0.0, save_path=tmp_path, callbacks=[Patience(100), Patience(100)])
+    first.train(2, train, valid, val_score_key="CE", val_score_mode="lowest")
+    assert sorted(first.load_state(str(tmp_path / "checkpoint_last"))["callbacks"]) == [
+        "Patience",
+        "Patience-2",
+    ]
+    second = Patience(100)
+    resumed = make_trainer(save_path=tmp_path, callbacks=[Extra(), Patience(100), second])
+    resumed.update_state(str(tmp_path / "checkpoint_last"))
+    assert second.bad_epochs == 1  # a new callback in front moved nothing
+
+
+def test_state_nobody_claims_is_reported(managers, make_trainer, tmp_path):
+    train, valid = managers()
+    make_trainer(save_path=tmp_path, callbacks=[Patience(100)]).train(1, train, valid)
+    with pytest.warns(UserWarning, match=r"state for \['Patience'\], which no registered callback"):
+        make_trainer().update_state(str(tmp_path / "checkpoint_last"))

@@ -150,7 +150,7 @@ class AbstractNetworkTrainer:
             callable(getattr(callback, "at_epoch_begin", None))
             and callable(getattr(callback, "at_epoch_end", None))
         ):
-            plugin: object = adapt_callback(callback, key=f"{index}:{type(callback).__name__}")
+            plugin: object = adapt_callback(callback, key=self._state_key(callback))
         elif is_hook_plugin(callback):
             plugin = callback
         else:
@@ -169,6 +169,17 @@ class AbstractNetworkTrainer:
             return
         self._callbacks.append(callback)
         self._refresh_hooks()
+
+    def _state_key(self, callback: object) -> str:
+        """Where a callback's state lives in checkpoints: its ``state_key``, else its class
+        name (``Name-2``, ``Name-3`` for repeats), so that adding another kind of callback
+        on resume does not move anyone's state."""
+        explicit = getattr(callback, "state_key", None)
+        if isinstance(explicit, str) and explicit:
+            return explicit
+        name = type(callback).__name__
+        repeats = sum(type(other).__name__ == name for other in self._callbacks)
+        return name if repeats == 0 else f"{name}-{repeats + 1}"
 
     def _merge_hook_results(self, results: Iterable[object], hook_name: str) -> None:
         for result in results:
@@ -287,7 +298,16 @@ class AbstractNetworkTrainer:
             self.start_epoch = int(new_state["epoch"]) + 1
         self.best_val_score = new_state.get("best_val_score", self.best_val_score)
         self.best_epoch = new_state.get("best_epoch", self.best_epoch)
-        self._hooks.epochal_load_state_dict(trainer=self, state=new_state.get("callbacks") or {})
+        saved = new_state.get("callbacks") or {}
+        unclaimed = sorted(set(saved) - set(self._collect_plugin_state()))
+        if unclaimed:
+            warnings.warn(
+                f"the checkpoint holds state for {unclaimed}, which no registered callback or "
+                "plugin has now: that state is ignored. Register the same callbacks as the run "
+                "that wrote the checkpoint to resume them.",
+                stacklevel=2,
+            )
+        self._hooks.epochal_load_state_dict(trainer=self, state=saved)
         return self
 
     # -- the loop ------------------------------------------------------------------
