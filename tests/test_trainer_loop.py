@@ -295,3 +295,57 @@ def test_state_nobody_claims_is_reported(managers, make_trainer, tmp_path):
     make_trainer(save_path=tmp_path, callbacks=[Patience(100)]).train(1, train, valid)
     with pytest.warns(UserWarning, match=r"state for \['Patience'\], which no registered callback"):
         make_trainer().update_state(str(tmp_path / "checkpoint_last"))
+
+
+def test_callbacks_run_in_registration_order(managers, make_trainer):
+    calls = []
+
+    class First(AbstractCallback):
+        def at_epoch_end(self, trainer, **kwargs):
+            calls.append("first")
+            return {"set_by_first": True}
+
+    class Second(AbstractCallback):
+        def at_epoch_end(self, trainer, **kwargs):
+            calls.append(("second", trainer.state.get("set_by_first")))
+
+        def at_batch_end(self, trainer, batch_nr, **kwargs):
+            calls.append(("batch", batch_nr)) if batch_nr == 0 else None
+
+    class Third(AbstractCallback):
+        def at_epoch_end(self, trainer, **kwargs):
+            calls.append("third")
+
+        def at_batch_end(self, trainer, batch_nr, **kwargs):
+            calls.append(("batch-third", batch_nr)) if batch_nr == 0 else None
+
+    trainer = make_trainer(callbacks=[First(), Second(), Third()])
+    train, valid = managers()
+    trainer.train(1, train, valid, val_score_key="accuracy", val_score_mode="highest")
+    assert calls == [("batch", 0), ("batch-third", 0), "first", ("second", True), "third"]
+    assert (trainer.val_score_key, trainer.val_score_mode) == ("accuracy", "highest")
+
+
+def test_a_callback_without_state_yet_still_claims_its_checkpoint_state(
+    managers, make_trainer, tmp_path
+):
+    class LazyState(AbstractCallback):
+        def __init__(self):
+            self.value = None
+
+        def at_epoch_end(self, trainer, epoch, **kwargs):
+            self.value = epoch
+
+        def state_dict(self):
+            return None if self.value is None else {"value": self.value}
+
+        def load_state_dict(self, state):
+            self.value = state["value"]
+
+    train, valid = managers()
+    make_trainer(save_path=tmp_path, callbacks=[LazyState()]).train(2, train, valid)
+    lazy = LazyState()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_trainer(callbacks=[lazy]).update_state(str(tmp_path / "checkpoint_last"))
+    assert lazy.value == 2

@@ -1,12 +1,12 @@
 """delira-style callbacks and their adapter onto the life-cycle hooks.
 
 A callback written for delira (``at_epoch_begin(trainer, **kwargs)`` /
-``at_epoch_end(trainer, **kwargs)`` returning a dict) keeps working: it is
-wrapped in a :class:`CallbackAdapter`, a pluggy plugin registered on the
-trainer's own hook manager. Arguments are passed under both delira's names
-(``curr_epoch``, ``val_metrics``) and the hooks' names (``epoch``,
-``metrics_val``, ...); a callback whose method takes no ``**kwargs`` gets only
-the names it declares.
+``at_epoch_end(trainer, **kwargs)`` returning a dict) keeps working: the
+trainer's callbacks sit in a :class:`CallbackChain`, one pluggy plugin on the
+trainer's own hook manager that calls them in registration order. Arguments
+are passed under both delira's names (``curr_epoch``, ``val_metrics``) and the
+hooks' names (``epoch``, ``metrics_val``, ...); a callback whose method takes
+no ``**kwargs`` gets only the names it declares.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from epochal.hookspecs import hookimpl
 if TYPE_CHECKING:  # pragma: no cover
     from epochal.trainer import AbstractNetworkTrainer
 
-__all__ = ["AbstractCallback", "CallbackAdapter", "adapt_callback", "is_hook_plugin"]
+__all__ = ["AbstractCallback", "BatchCallbackChain", "CallbackChain", "is_hook_plugin"]
 
 
 class AbstractCallback:
@@ -97,22 +97,60 @@ class _Method:
         return dict(result) if result else None
 
 
-class CallbackAdapter:
-    """Puts one delira-style callback on the trainer's life-cycle hooks."""
+class _Entry:
+    """One registered callback, its state key and its methods."""
 
     def __init__(self, callback: object, key: str) -> None:
         self.callback = callback
         self.key = key
-        self._training_begin = _Method(callback, "at_training_begin")
-        self._epoch_begin = _Method(callback, "at_epoch_begin")
-        self._epoch_end = _Method(callback, "at_epoch_end")
-        self._training_end = _Method(callback, "at_training_end")
+        self.training_begin = _Method(callback, "at_training_begin")
+        self.epoch_begin = _Method(callback, "at_epoch_begin")
+        self.epoch_end = _Method(callback, "at_epoch_end")
+        self.training_end = _Method(callback, "at_training_end")
+        self.batch_end = _Method(callback, "at_batch_end")
+
+
+def _apply(trainer: AbstractNetworkTrainer, result: dict | None) -> None:
+    if result:
+        trainer.state.update(result)
+
+
+class CallbackChain:
+    """A trainer's delira-style callbacks as one plugin, called in registration order.
+
+    pluggy calls the most recently registered plugin first; delira called callbacks in
+    the order they were registered, and a logger registered after an LR scheduler must see
+    the rate the scheduler just set. So the callbacks share one hook implementation that
+    loops over them in order, and what each returns is in ``trainer.state`` before the next
+    one runs.
+    """
+
+    def __init__(self) -> None:
+        self.entries: list[_Entry] = []
+
+    def add(self, callback: object, key: str) -> None:
+        if any(entry.key == key for entry in self.entries):
+            raise ValueError(
+                f"two callbacks use the state key {key!r}; give one a different state_key"
+            )
+        self.entries.append(_Entry(callback, key))
+
+    @property
+    def has_batch_callbacks(self) -> bool:
+        return any(entry.batch_end.function is not None for entry in self.entries)
+
+    def keys_with_state(self) -> list[str]:
+        """Keys of the callbacks that can load state from a checkpoint."""
+        return [
+            entry.key
+            for entry in self.entries
+            if callable(getattr(entry.callback, "load_state_dict", None))
+        ]
 
     @hookimpl
     def epochal_at_training_begin(self, trainer: AbstractNetworkTrainer) -> None:
-        result = self._training_begin(trainer)
-        if result:
-            trainer.state.update(result)
+        for entry in self.entries:
+            _apply(trainer, entry.training_begin(trainer))
 
     @hookimpl
     def epochal_at_epoch_begin(
@@ -122,16 +160,20 @@ class CallbackAdapter:
         num_epochs: int,
         metrics_val: dict,
         val_score_key: str | None,
-    ) -> dict | None:
-        return self._epoch_begin(
-            trainer,
-            epoch=epoch,
-            curr_epoch=epoch,
-            num_epochs=num_epochs,
-            metrics_val=metrics_val,
-            val_metrics=metrics_val,
-            val_score_key=val_score_key,
-        )
+    ) -> None:
+        for entry in self.entries:
+            _apply(
+                trainer,
+                entry.epoch_begin(
+                    trainer,
+                    epoch=epoch,
+                    curr_epoch=epoch,
+                    num_epochs=num_epochs,
+                    metrics_val=metrics_val,
+                    val_metrics=metrics_val,
+                    val_score_key=val_score_key,
+                ),
+            )
 
     @hookimpl
     def epochal_at_epoch_end(
@@ -143,44 +185,52 @@ class CallbackAdapter:
         metrics_val: dict,
         val_score_key: str | None,
         is_best: bool,
-    ) -> dict | None:
-        return self._epoch_end(
-            trainer,
-            epoch=epoch,
-            curr_epoch=epoch,
-            num_epochs=num_epochs,
-            metrics_train=metrics_train,
-            metrics_val=metrics_val,
-            val_metrics=metrics_val,
-            val_score_key=val_score_key,
-            is_best=is_best,
-        )
+    ) -> None:
+        for entry in self.entries:
+            _apply(
+                trainer,
+                entry.epoch_end(
+                    trainer,
+                    epoch=epoch,
+                    curr_epoch=epoch,
+                    num_epochs=num_epochs,
+                    metrics_train=metrics_train,
+                    metrics_val=metrics_val,
+                    val_metrics=metrics_val,
+                    val_score_key=val_score_key,
+                    is_best=is_best,
+                ),
+            )
 
     @hookimpl
     def epochal_at_training_end(self, trainer: AbstractNetworkTrainer) -> None:
-        result = self._training_end(trainer)
-        if result:
-            trainer.state.update(result)
+        for entry in self.entries:
+            _apply(trainer, entry.training_end(trainer))
 
     @hookimpl
     def epochal_state_dict(self, trainer: AbstractNetworkTrainer) -> dict | None:
-        state_dict = getattr(self.callback, "state_dict", None)
-        state = state_dict() if callable(state_dict) else None
-        return None if state is None else {self.key: state}
+        states = {}
+        for entry in self.entries:
+            state_dict = getattr(entry.callback, "state_dict", None)
+            state = state_dict() if callable(state_dict) else None
+            if state is not None:
+                states[entry.key] = state
+        return states or None
 
     @hookimpl
     def epochal_load_state_dict(self, trainer: AbstractNetworkTrainer, state: dict) -> None:
-        load = getattr(self.callback, "load_state_dict", None)
-        if callable(load) and self.key in state:
-            load(state[self.key])
+        for entry in self.entries:
+            load = getattr(entry.callback, "load_state_dict", None)
+            if callable(load) and entry.key in state:
+                load(state[entry.key])
 
 
-class BatchCallbackAdapter(CallbackAdapter):
-    """A :class:`CallbackAdapter` for callbacks that define ``at_batch_end``."""
+class BatchCallbackChain:
+    """The batch hook of a :class:`CallbackChain`, registered only once a callback defines
+    ``at_batch_end``, so that a trainer without one never dispatches per batch."""
 
-    def __init__(self, callback: object, key: str) -> None:
-        super().__init__(callback, key)
-        self._batch_end = _Method(callback, "at_batch_end")
+    def __init__(self, chain: CallbackChain) -> None:
+        self.chain = chain
 
     @hookimpl
     def epochal_at_batch_end(
@@ -191,11 +241,8 @@ class BatchCallbackAdapter(CallbackAdapter):
         losses: dict,
         metrics: dict,
     ) -> None:
-        self._batch_end(trainer, epoch=epoch, batch_nr=batch_nr, losses=losses, metrics=metrics)
-
-
-def adapt_callback(callback: object, key: str) -> CallbackAdapter:
-    """Wrap a delira-style callback; the batch hook only when it defines ``at_batch_end``."""
-    if callable(getattr(callback, "at_batch_end", None)):
-        return BatchCallbackAdapter(callback, key)
-    return CallbackAdapter(callback, key)
+        for entry in self.chain.entries:
+            if entry.batch_end.function is not None:
+                entry.batch_end(
+                    trainer, epoch=epoch, batch_nr=batch_nr, losses=losses, metrics=metrics
+                )

@@ -16,7 +16,12 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from epochal.callbacks import AbstractCallback, adapt_callback, is_hook_plugin
+from epochal.callbacks import (
+    AbstractCallback,
+    BatchCallbackChain,
+    CallbackChain,
+    is_hook_plugin,
+)
 from epochal.errors import PluginError
 from epochal.plugins import EpochalPluginManager, get_plugin_manager
 
@@ -114,7 +119,12 @@ class AbstractNetworkTrainer:
         #: so it is off unless a plugin such as a timer asks for it).
         self.time_data_wait = False
         self._callbacks: list[object] = []
+        #: Set by ``train``: what the current run monitors, for callbacks that follow it.
+        self.val_score_key: str | None = None
+        self.val_score_mode = "highest"
         self._plugin_manager = _trainer_plugin_manager(plugin_manager or get_plugin_manager())
+        self._callback_chain = CallbackChain()
+        self._plugin_manager.register(self._callback_chain, "epochal.trainer-callbacks")
         self._refresh_hooks()
         for callback in callbacks or ():
             self.register_callback(callback)
@@ -150,10 +160,17 @@ class AbstractNetworkTrainer:
             callable(getattr(callback, "at_epoch_begin", None))
             and callable(getattr(callback, "at_epoch_end", None))
         ):
-            plugin: object = adapt_callback(callback, key=self._state_key(callback))
-        elif is_hook_plugin(callback):
-            plugin = callback
-        else:
+            self._callback_chain.add(callback, self._state_key(callback))
+            if self._callback_chain.has_batch_callbacks and not self._plugin_manager.has_plugin(
+                "epochal.trainer-batch-callbacks"
+            ):
+                self._plugin_manager.register(
+                    BatchCallbackChain(self._callback_chain), "epochal.trainer-batch-callbacks"
+                )
+            self._callbacks.append(callback)
+            self._refresh_hooks()
+            return
+        if not is_hook_plugin(callback):
             missing = [
                 name
                 for name in ("at_epoch_begin", "at_epoch_end")
@@ -165,7 +182,7 @@ class AbstractNetworkTrainer:
                 "Subclass epochal.AbstractCallback, define at_epoch_begin and at_epoch_end, "
                 "or implement epochal_* hooks marked with @epochal.hookimpl."
             )
-        if self._plugin_manager.register_checked(plugin, plugin_name) is None:
+        if self._plugin_manager.register_checked(callback, plugin_name) is None:
             return
         self._callbacks.append(callback)
         self._refresh_hooks()
@@ -299,7 +316,8 @@ class AbstractNetworkTrainer:
         self.best_val_score = new_state.get("best_val_score", self.best_val_score)
         self.best_epoch = new_state.get("best_epoch", self.best_epoch)
         saved = new_state.get("callbacks") or {}
-        unclaimed = sorted(set(saved) - set(self._collect_plugin_state()))
+        claimed = set(self._collect_plugin_state()) | set(self._callback_chain.keys_with_state())
+        unclaimed = sorted(set(saved) - claimed)
         if unclaimed:
             warnings.warn(
                 f"the checkpoint holds state for {unclaimed}, which no registered callback or "
@@ -358,6 +376,7 @@ class AbstractNetworkTrainer:
                 stacklevel=2,
             )
         self.state["stop_training"] = False
+        self.val_score_key, self.val_score_mode = val_score_key, val_score_mode
         self._at_training_begin()
         metrics_val: dict[str, float] = {}
         warned_missing_key = False
