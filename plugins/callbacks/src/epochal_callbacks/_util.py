@@ -28,6 +28,12 @@ def lookup_metric(
     return float(metrics[key])
 
 
+def host_float(value: Any) -> float:
+    """A Python float from a number, numpy scalar or device tensor (for a tensor: a host sync)."""
+    detach = getattr(value, "detach", None)  # torch: no autograd warning for a loss tensor
+    return float(detach() if callable(detach) else value)
+
+
 def check_mode(owner: str, mode: str) -> str:
     if mode not in ("highest", "lowest"):
         raise ValueError(f"{owner}: mode must be 'highest' or 'lowest', got {mode!r}")
@@ -75,3 +81,27 @@ def run_folder(owner: str, trainer: Any, path: str | os.PathLike[str] | None) ->
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     return folder
+
+
+def select_optimizers(owner: str, trainer: Any, optimizer: str | None) -> dict[str, Any]:
+    """The trainer's optimizers to schedule: the one named, or all for ``None``/``"all"``."""
+    optimizers = getattr(trainer, "optimizers", None)
+    if not isinstance(optimizers, Mapping) or not optimizers:
+        raise TypeError(
+            f"{owner} schedules trainer.optimizers (a dict name -> optimizer), but "
+            f"{type(trainer).__name__} has {'none' if optimizers is None else repr(optimizers)}; "
+            "use a backend that exposes its optimizers (torch, tf)"
+        )
+    if optimizer is None or optimizer == "all":
+        return dict(optimizers)
+    if optimizer not in optimizers:
+        raise KeyError(
+            f"{owner}: the trainer has no optimizer {optimizer!r}; it has {sorted(optimizers)}. "
+            "Pass optimizer=<one of those>, or optimizer=None to schedule each of them."
+        )
+    return {optimizer: optimizers[optimizer]}
+
+
+def same_optimizers(bound: Mapping[str, Any], optimizers: Mapping[str, Any]) -> bool:
+    """Whether ``optimizers`` are the very objects a callback was bound to (same run)."""
+    return bound.keys() == optimizers.keys() and all(bound[k] is v for k, v in optimizers.items())
