@@ -84,6 +84,19 @@ def test_plugins_table_and_json():
         "stratified",
         "weighted",
     ]
+    assert listing["callbacks"]["provides"]["callbacks"] == [
+        "csv_logger",
+        "early_stopping",
+        "learning_curves",
+        "progress_bar",
+        "tensorboard",
+        "tf_cosine_decay",
+        "tf_reduce_on_plateau",
+        "tf_step_decay",
+        "tf_warmup",
+        "timer",
+        "torch_lr_scheduler",
+    ]
     assert all(row["error"] is None for row in listing.values())
 
 

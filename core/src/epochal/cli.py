@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 import warnings
 from typing import Any
 
@@ -87,6 +88,9 @@ def _format_hooks(hooks: list[str]) -> str:
     return ", ".join(hook.removeprefix("epochal_") for hook in hooks)
 
 
+_COLUMN_WIDTHS = (None, None, 48, 36)  # plugin, version, provides, hooks (None: as wide as needed)
+
+
 def _print_table(infos: list[PluginInfo]) -> None:
     healthy = [info for info in infos if info.error is None]
     broken = [info for info in infos if info.error is not None]
@@ -100,13 +104,18 @@ def _print_table(infos: list[PluginInfo]) -> None:
         )
         for info in healthy
     ]
-    widths = [max(len(row[col]) for row in rows) for col in range(3)]
-    for row in rows:
-        click.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
-            + "  "
-            + row[3]
-        )
+    wrapped = [
+        [
+            textwrap.wrap(cell, width, break_on_hyphens=False) if width else [cell]
+            for cell, width in zip(row, _COLUMN_WIDTHS, strict=True)
+        ]
+        for row in rows
+    ]
+    widths = [max(len(line) for row in wrapped for line in row[col]) for col in range(4)]
+    for row in wrapped:
+        for line_nr in range(max(len(cell) for cell in row)):
+            cells = [cell[line_nr] if line_nr < len(cell) else "" for cell in row]
+            click.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
     if broken:
         click.echo("\nBroken plugins (skipped; the others work):")
         for info in broken:
