@@ -4,33 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from epochal.data.batching import rebatch
 from epochal.files import atomic_write
 from epochal.trainer import AbstractNetworkTrainer
 from epochal_numpy.network import SoftmaxRegression, softmax_cross_entropy
 
 CHECKPOINT_SUFFIX = ".npz"
-
-
-def _stack(batchgen: Iterable[dict], batch_size: int | None) -> Iterator[dict]:
-    """Pass batches through, or merge them until ``batch_size`` samples."""
-    if batch_size is None:
-        yield from batchgen
-        return
-    pending: list[dict] = []
-    count = 0
-    for batch in batchgen:
-        pending.append(batch)
-        count += len(batch["data"])
-        if count >= batch_size:
-            yield {key: np.concatenate([b[key] for b in pending]) for key in pending[0]}
-            pending, count = [], 0
-    if pending:
-        yield {key: np.concatenate([b[key] for b in pending]) for key in pending[0]}
 
 
 class NumpyNetworkTrainer(AbstractNetworkTrainer):
@@ -94,7 +78,7 @@ class NumpyNetworkTrainer(AbstractNetworkTrainer):
     def predict(self, batchgen: Iterable[dict], batch_size: int | None = None) -> tuple:
         predictions, labels_all = [], []
         loss_sum, correct, seen = 0.0, 0, 0
-        for batch in _stack(batchgen, batch_size):
+        for batch in rebatch(batchgen, batch_size):
             data = batch["data"].reshape(len(batch["data"]), -1)
             labels = batch["label"].reshape(-1)
             losses, probs = softmax_cross_entropy(self.module(data), labels)
