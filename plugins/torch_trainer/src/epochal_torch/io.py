@@ -46,7 +46,7 @@ def load_checkpoint(
             f"data, which could run code when loaded ({str(exc).splitlines()[0]}). Only load "
             "checkpoints written by epochal, or ones you trust and convert yourself."
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # garbage makes the unpickler fail in many ways
         raise CheckpointError(
             f"checkpoint {path!r} cannot be read ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}): it is truncated or not "

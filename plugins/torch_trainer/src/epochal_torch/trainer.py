@@ -319,12 +319,8 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         return load_checkpoint(file_name, map_location=kwargs.get("map_location", "cpu"))
 
     def _update_state(self, new_state: dict[str, Any]) -> PyTorchNetworkTrainer:
-        try:
-            self.module.load_state_dict(new_state["model"])
-        except RuntimeError as exc:
-            raise CheckpointError(
-                f"the checkpoint does not fit this network: {str(exc).strip()}"
-            ) from exc
+        _check_fits(self.module.state_dict(), new_state["model"])
+        self.module.load_state_dict(new_state["model"])
         for name, optimizer in self.optimizers.items():
             if name in new_state.get("optimizers", {}):
                 optimizer.load_state_dict(new_state["optimizers"][name])
@@ -333,6 +329,29 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         if new_state.get("rng"):
             _set_rng_state(new_state["rng"])
         return super()._update_state(new_state)
+
+
+def _check_fits(own: dict[str, torch.Tensor], saved: dict[str, Any]) -> None:
+    """A checkpoint of another architecture: name every key that does not fit."""
+    problems = []
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    if missing:
+        problems.append(f"missing in the checkpoint: {missing}")
+    if unexpected:
+        problems.append(f"not in the network: {unexpected}")
+    shapes = [
+        f"{key} {tuple(saved[key].shape)} in the checkpoint, {tuple(own[key].shape)} here"
+        for key in own.keys() & saved.keys()
+        if hasattr(saved[key], "shape") and saved[key].shape != own[key].shape
+    ]
+    if shapes:
+        problems.append("other shapes: " + "; ".join(sorted(shapes)))
+    if problems:
+        raise CheckpointError(
+            "the checkpoint does not fit this network (was it written for another "
+            "architecture?): " + " | ".join(problems)
+        )
 
 
 def _scheduler_callback(scheduler_cls: Any, params: dict[str, Any]) -> object:
