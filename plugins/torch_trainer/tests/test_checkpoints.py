@@ -106,6 +106,9 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="was refused: it holds objects other than tensors"):
         PyTorchNetworkTrainer.load_state(str(crafted))
     assert not marker.exists()  # the payload did not run
+    with pytest.raises(ValueError, match=r"weights_only=False\) is refused"):
+        PyTorchNetworkTrainer.load_state(str(crafted), weights_only=False)
+    assert not marker.exists()
 
 
 def test_truncated_and_foreign_files(torch_trainer, tmp_path):

@@ -160,6 +160,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
     ) -> None:
         device = _device_for(gpu_ids)
         self.input_device = self.output_device = device
+        self.use_gpu = device.type == "cuda"
         self.module = network.to(device)
         optimizers = optim_fn(self.module, self.optimizer_cls, **self.optimizer_params)
         if not isinstance(optimizers, dict) or not all(
@@ -312,8 +313,17 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         return save_checkpoint(file_name, state)
 
     @staticmethod
-    def load_state(file_name: str, **kwargs: Any) -> dict[str, Any]:
-        """Read a checkpoint (``.pt`` may be left off), tensors mapped to the CPU by default."""
+    def load_state(file_name: str, weights_only: bool = True, **kwargs: Any) -> dict[str, Any]:
+        """Read a checkpoint (``.pt`` may be left off), tensors mapped to the CPU by default.
+
+        Always with ``torch.load(weights_only=True)``: ``weights_only=False`` (which delira
+        allowed) would let a crafted file run code, and is refused.
+        """
+        if not weights_only:
+            raise ValueError(
+                "load_state(weights_only=False) is refused: it would let a crafted checkpoint "
+                "run code. epochal checkpoints load fully with weights_only=True."
+            )
         if not os.path.exists(file_name) and not file_name.endswith((".pt", ".pth")):
             file_name += SUFFIX
         return load_checkpoint(file_name, map_location=kwargs.get("map_location", "cpu"))
