@@ -24,7 +24,11 @@ def _to_tensor(value: Any, device: torch.device) -> Any:
     else:
         return value  # strings, lists of paths...: passed through untouched
     if tensor.device != device:
-        tensor = tensor.to(device, non_blocking=tensor.is_pinned())
+        if device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
+            # A copy from pageable memory makes the host wait for the GPU's queue every batch;
+            # from pinned memory it is asynchronous (torch keeps the buffer until it is done).
+            tensor = tensor.pin_memory()
+        tensor = tensor.to(device, non_blocking=True)
     return tensor
 
 
