@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from epochal import hookimpl
 from epochal.registry import get_trainer
 from epochal_torch import AbstractPyTorchNetwork, create_optims_default_pytorch
 from epochal_torch.networks import prepare_batch
@@ -288,3 +289,28 @@ def test_bad_arguments(torch_trainer):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         torch_trainer()  # a plain construction warns about nothing
+
+
+def test_plain_fast_path_equals_the_general_loop(torch_trainer, managers):
+    """The common case runs a lean loop; any hook sends it through the general one."""
+
+    class BatchHook:
+        @hookimpl
+        def epochal_at_batch_end(self, batch_nr):
+            pass
+
+    train, _ = managers()
+    batches = list(train.get_batchgen(seed=3))
+    results = {}
+    for path, callbacks in (("plain", []), ("general", [BatchHook()])):
+        trainer = torch_trainer(
+            optimizer_cls=torch.optim.SGD,
+            optimizer_params={"lr": 0.1},
+            metrics={},
+            callbacks=callbacks,
+        )
+        means = [trainer._train_single_epoch(batches, epoch) for epoch in (1, 2)]
+        results[path] = (means, {k: v.clone() for k, v in trainer.module.state_dict().items()})
+    assert results["plain"][0] == results["general"][0]  # the same epoch means, exactly
+    for key, value in results["plain"][1].items():
+        assert torch.equal(value, results["general"][1][key])

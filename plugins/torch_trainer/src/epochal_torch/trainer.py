@@ -19,7 +19,12 @@ import torch
 from epochal.data.batching import batch_length, rebatch
 from epochal.trainer import AbstractNetworkTrainer
 from epochal_torch.io import CheckpointError, load_checkpoint, save_checkpoint
-from epochal_torch.networks import AbstractPyTorchNetwork, default_closure, prepare_batch
+from epochal_torch.networks import (
+    AbstractPyTorchNetwork,
+    default_closure,
+    prepare_batch,
+    to_tensor,
+)
 from epochal_torch.optim import AmpConfig, attach_amp, create_optims_default_pytorch
 
 __all__ = ["PyTorchNetworkTrainer"]
@@ -74,8 +79,14 @@ def _epoch_means(history: dict[str, list[Any]], sizes: list[int]) -> dict[str, f
     weights = torch.tensor(sizes, dtype=torch.float64)
     stacked = []
     for key in keys:
-        values = torch.stack([torch.as_tensor(v).detach().reshape(()) for v in history[key]])
-        stacked.append((values.to(torch.float64).cpu() * weights).sum() / weights.sum())
+        values = history[key]
+        if all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in values):
+            values = torch.stack(values)  # the usual case: one stack, not 3 ops per value
+        elif all(type(v) is float for v in values):
+            values = torch.tensor(values, dtype=torch.float64)
+        else:
+            values = torch.stack([torch.as_tensor(v).detach().reshape(()) for v in values])
+        stacked.append((values.detach().to(torch.float64).cpu() * weights).sum() / weights.sum())
     return dict(zip(keys, torch.stack(stacked).tolist(), strict=True))
 
 
@@ -197,6 +208,16 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
     # -- training ------------------------------------------------------------------------
 
     def _train_single_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
+        if (
+            self._closure is None
+            and self._prepare is prepare_batch
+            and self._batch_end_hook is None
+            and self.scaler is None
+            and not self.amp.enabled
+            and not self.metrics
+            and len(self.criterions) == 1
+        ):
+            return self._train_plain_epoch(batchgen, epoch)  # the common case, ~5% faster
         model, optimizers, fold = self.module, self.optimizers, self.fold
         model.train()
         hook, scaler, closure = self._batch_end_hook, self.scaler, self._closure
@@ -239,6 +260,33 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         if not sizes:
             raise ValueError(f"epoch {epoch} received no batches from the training data")
         return _epoch_means(history, sizes)
+
+    def _train_plain_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
+        """:func:`default_closure`'s step written into the loop, for the common case (a plain
+        module, one criterion, no metrics, no AMP, no per-batch hook): same arithmetic, no
+        per-batch dicts or calls besides the step itself. Only ``data`` and ``label`` are
+        converted, as the step reads nothing else."""
+        model, optimizer = self.module, self.optimizers["default"]
+        input_device, output_device = self.input_device, self.output_device
+        ((name, criterion),) = self.criterions.items()
+        # On the CPU a loss read is no device sync, and a Python float does not keep one small
+        # tensor per batch alive, which costs a large network ~1-2% (allocator). On a GPU the
+        # losses stay on the device until the epoch ends (DESIGN §4).
+        keep = torch.Tensor.item if output_device.type == "cpu" else torch.Tensor.detach
+        model.train()
+        losses: list[Any] = []
+        sizes: list[int] = []
+        for batch in batchgen:
+            data = to_tensor(batch["data"], input_device)
+            loss = criterion(model(data), to_tensor(batch["label"], output_device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(keep(loss))
+            sizes.append(batch_length(batch))
+        if not sizes:
+            raise ValueError(f"epoch {epoch} received no batches from the training data")
+        return _epoch_means({name: losses}, sizes)
 
     def predict(
         self, batchgen: Iterable[dict], batch_size: int | None = None
