@@ -54,8 +54,7 @@ def _trainer(
         criterions={"CE": torch.nn.CrossEntropyLoss()},
         optimizer_cls=torch.optim.Adam,
         optimizer_params=optimizer_params or {"lr": 1e-2},
-        metrics={"acc": _accuracy},
-        **kwargs,
+        **{"metrics": {"acc": _accuracy}, **kwargs},
     )
 
 
@@ -214,6 +213,15 @@ def test_no_per_batch_sync_fp32_numpy_batches(managers):
     trainer = _trainer()
     growth = _per_batch_syncs(trainer, _numpy_batches(train))
     print(f"per-batch syncs, fp32, numpy batches: {growth}")
+    assert not growth, f"host syncs per training batch (line: syncs per batch): {growth}"
+
+
+def test_no_per_batch_sync_in_the_plain_fast_path(managers):
+    """No metrics, one criterion, fp32: the lean loop keeps each loss on the device."""
+    train, _ = managers()
+    trainer = _trainer(metrics={})
+    growth = _per_batch_syncs(trainer, _numpy_batches(train))
+    print(f"per-batch syncs, plain fast path, numpy batches: {growth}")
     assert not growth, f"host syncs per training batch (line: syncs per batch): {growth}"
 
 
