@@ -36,6 +36,7 @@ __all__ = [
     "PluginSettings",
     "PluginWarning",
     "build_plugin_manager",
+    "build_trainer_plugin_manager",
     "get_plugin_manager",
     "reset_plugin_manager",
 ]
@@ -310,6 +311,17 @@ def build_plugin_manager(
     # not fatal); pluggy's global check confirms nothing unverified slipped through.
     manager.check_pending()
     if settings.trace:
+        manager.enable_trace()
+    return manager
+
+
+def build_trainer_plugin_manager(global_manager: EpochalPluginManager) -> EpochalPluginManager:
+    """A fresh manager with the global plugins, to which this trainer adds its callbacks."""
+    manager = EpochalPluginManager(global_manager.settings)
+    for name, plugin in global_manager.list_name_plugin():
+        if plugin is not None:
+            manager.register(plugin, name)
+    if global_manager.settings.trace:
         manager.enable_trace()
     return manager
 

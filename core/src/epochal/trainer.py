@@ -8,12 +8,11 @@ scheduling and resume bookkeeping are written once, here.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from epochal.callbacks import (
@@ -22,53 +21,18 @@ from epochal.callbacks import (
     CallbackChain,
     is_hook_plugin,
 )
+from epochal.data.batching import TimedBatches, closing_batchgen
 from epochal.errors import PluginError
-from epochal.plugins import EpochalPluginManager, get_plugin_manager
+from epochal.plugins import (
+    EpochalPluginManager,
+    build_trainer_plugin_manager,
+    get_plugin_manager,
+)
 
 __all__ = ["VAL_PREFIX", "VAL_SCORE_MODES", "AbstractNetworkTrainer"]
 
 VAL_SCORE_MODES = ("highest", "lowest")
 VAL_PREFIX = "val_"
-
-
-def _trainer_plugin_manager(global_manager: EpochalPluginManager) -> EpochalPluginManager:
-    """A fresh manager with the global plugins, to which this trainer adds its callbacks."""
-    manager = EpochalPluginManager(global_manager.settings)
-    for name, plugin in global_manager.list_name_plugin():
-        if plugin is not None:
-            manager.register(plugin, name)
-    if global_manager.settings.trace:
-        manager.enable_trace()
-    return manager
-
-
-class _TimedBatches:
-    """Wraps a batch generator and adds up the time spent waiting for batches."""
-
-    def __init__(self, batchgen: Iterable[dict]) -> None:
-        self._batches = iter(batchgen)
-        self.wait_seconds = 0.0
-
-    def __iter__(self) -> _TimedBatches:
-        return self
-
-    def __next__(self) -> dict:
-        start = time.perf_counter()
-        try:
-            return next(self._batches)
-        finally:
-            self.wait_seconds += time.perf_counter() - start
-
-
-@contextlib.contextmanager
-def _closing(batchgen: Any) -> Iterator[Any]:
-    """Stop a batch generator's workers when the epoch ends, also on an exception."""
-    try:
-        yield batchgen
-    finally:
-        close = getattr(batchgen, "close", None)
-        if callable(close):
-            close()
 
 
 def _check_mode(mode: object) -> None:
@@ -122,7 +86,7 @@ class AbstractNetworkTrainer:
         #: Set by ``train``: what the current run monitors, for callbacks that follow it.
         self.val_score_key: str | None = None
         self.val_score_mode = "highest"
-        self._plugin_manager = _trainer_plugin_manager(plugin_manager or get_plugin_manager())
+        self._plugin_manager = build_trainer_plugin_manager(plugin_manager or get_plugin_manager())
         self._callback_chain = CallbackChain()
         self._plugin_manager.register(self._callback_chain, "epochal.trainer-callbacks")
         self._refresh_hooks()
@@ -385,8 +349,8 @@ class AbstractNetworkTrainer:
             if self.state.get("stop_training"):
                 break
             started = time.perf_counter()
-            with _closing(datamgr_train.get_batchgen(seed=epoch)) as batchgen:
-                timed = _TimedBatches(batchgen) if self.time_data_wait else None
+            with closing_batchgen(datamgr_train.get_batchgen(seed=epoch)) as batchgen:
+                timed = TimedBatches(batchgen) if self.time_data_wait else None
                 metrics_train = self._train_single_epoch(timed or batchgen, epoch)
             validated = time.perf_counter()
             self.state["train_seconds"] = validated - started
@@ -427,7 +391,7 @@ class AbstractNetworkTrainer:
 
     def _validate(self, datamgr_valid: Any) -> dict[str, float]:
         """Validate at the manager's own batch size; keys get the ``val_`` prefix."""
-        with _closing(datamgr_valid.get_batchgen()) as batchgen:
+        with closing_batchgen(datamgr_valid.get_batchgen()) as batchgen:
             _, _, metrics = self.predict(batchgen, batch_size=None)
         return {f"{VAL_PREFIX}{key}": float(value) for key, value in (metrics or {}).items()}
 

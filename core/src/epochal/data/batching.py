@@ -1,13 +1,15 @@
-"""Re-batching for prediction: merge consecutive batches up to a number of samples."""
+"""Helpers around batch generators: re-batching for prediction, timing, closing."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
-__all__ = ["batch_length", "rebatch"]
+__all__ = ["TimedBatches", "batch_length", "closing_batchgen", "rebatch"]
 
 
 def batch_length(batch: dict[str, Any]) -> int:
@@ -42,3 +44,32 @@ def _concatenate(batches: list[dict[str, Any]]) -> dict[str, Any]:
     if len(batches) == 1:
         return batches[0]
     return {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
+
+
+class TimedBatches:
+    """Wraps a batch generator and adds up the time spent waiting for batches."""
+
+    def __init__(self, batchgen: Iterable[dict]) -> None:
+        self._batches = iter(batchgen)
+        self.wait_seconds = 0.0
+
+    def __iter__(self) -> TimedBatches:
+        return self
+
+    def __next__(self) -> dict:
+        start = time.perf_counter()
+        try:
+            return next(self._batches)
+        finally:
+            self.wait_seconds += time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def closing_batchgen(batchgen: Any) -> Iterator[Any]:
+    """Stop a batch generator's workers when the epoch ends, also on an exception."""
+    try:
+        yield batchgen
+    finally:
+        close = getattr(batchgen, "close", None)
+        if callable(close):
+            close()

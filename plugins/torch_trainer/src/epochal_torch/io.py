@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 from typing import Any
 
+import numpy as np
 import torch
 
 from epochal.errors import EpochalError
 from epochal.files import atomic_write
 
-__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "check_fits",
+    "load_checkpoint",
+    "restore_rng_state",
+    "rng_state",
+    "save_checkpoint",
+]
 
 
 class CheckpointError(EpochalError):
@@ -55,3 +64,49 @@ def load_checkpoint(
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path!r} is a torch file but not an epochal checkpoint")
     return state
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and Python RNG states, in weights_only-loadable types."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    version, python_state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "python": [version, list(python_state), gauss_next],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Undo :func:`rng_state`: a resumed run draws the same random numbers."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, python_state, gauss_next = state["python"]
+    random.setstate((version, tuple(python_state), gauss_next))
+
+
+def check_fits(own: dict[str, torch.Tensor], saved: dict[str, Any]) -> None:
+    """A checkpoint of another architecture: name every key that does not fit."""
+    problems = []
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    if missing:
+        problems.append(f"missing in the checkpoint: {missing}")
+    if unexpected:
+        problems.append(f"not in the network: {unexpected}")
+    shapes = [
+        f"{key} {tuple(saved[key].shape)} in the checkpoint, {tuple(own[key].shape)} here"
+        for key in own.keys() & saved.keys()
+        if hasattr(saved[key], "shape") and saved[key].shape != own[key].shape
+    ]
+    if shapes:
+        problems.append("other shapes: " + "; ".join(sorted(shapes)))
+    if problems:
+        raise CheckpointError(
+            "the checkpoint does not fit this network (was it written for another "
+            "architecture?): " + " | ".join(problems)
+        )

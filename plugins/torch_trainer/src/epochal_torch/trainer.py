@@ -9,7 +9,6 @@ and are read once per epoch.
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,7 +17,13 @@ import torch
 
 from epochal.data.batching import batch_length, rebatch
 from epochal.trainer import AbstractNetworkTrainer
-from epochal_torch.io import CheckpointError, load_checkpoint, save_checkpoint
+from epochal_torch.io import (
+    check_fits,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
 from epochal_torch.networks import (
     AbstractPyTorchNetwork,
     default_closure,
@@ -48,27 +53,6 @@ def _device_for(gpu_ids: list[int]) -> torch.device:
             "pass gpu_ids=[] to train on the CPU"
         )
     return torch.device(f"cuda:{gpu_ids[0]}")
-
-
-def _rng_state() -> dict[str, Any]:
-    name, keys, position, has_gauss, cached = np.random.get_state()
-    version, python_state, gauss_next = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
-        "python": [version, list(python_state), gauss_next],
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    name, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    version, python_state, gauss_next = state["python"]
-    random.setstate((version, tuple(python_state), gauss_next))
 
 
 def _epoch_means(history: dict[str, list[Any]], sizes: list[int]) -> dict[str, float]:
@@ -357,7 +341,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         if not weights_only:
             state["optimizers"] = {name: opt.state_dict() for name, opt in self.optimizers.items()}
             state["scaler"] = self.scaler.state_dict() if self.scaler is not None else None
-            state["rng"] = _rng_state()
+            state["rng"] = rng_state()
         return save_checkpoint(file_name, state)
 
     @staticmethod
@@ -377,7 +361,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         return load_checkpoint(file_name, map_location=kwargs.get("map_location", "cpu"))
 
     def _update_state(self, new_state: dict[str, Any]) -> PyTorchNetworkTrainer:
-        _check_fits(self.module.state_dict(), new_state["model"])
+        check_fits(self.module.state_dict(), new_state["model"])
         self.module.load_state_dict(new_state["model"])
         for name, optimizer in self.optimizers.items():
             if name in new_state.get("optimizers", {}):
@@ -385,31 +369,8 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         if self.scaler is not None and new_state.get("scaler"):
             self.scaler.load_state_dict(new_state["scaler"])
         if new_state.get("rng"):
-            _set_rng_state(new_state["rng"])
+            restore_rng_state(new_state["rng"])
         return super()._update_state(new_state)
-
-
-def _check_fits(own: dict[str, torch.Tensor], saved: dict[str, Any]) -> None:
-    """A checkpoint of another architecture: name every key that does not fit."""
-    problems = []
-    missing = sorted(set(own) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
-    if missing:
-        problems.append(f"missing in the checkpoint: {missing}")
-    if unexpected:
-        problems.append(f"not in the network: {unexpected}")
-    shapes = [
-        f"{key} {tuple(saved[key].shape)} in the checkpoint, {tuple(own[key].shape)} here"
-        for key in own.keys() & saved.keys()
-        if hasattr(saved[key], "shape") and saved[key].shape != own[key].shape
-    ]
-    if shapes:
-        problems.append("other shapes: " + "; ".join(sorted(shapes)))
-    if problems:
-        raise CheckpointError(
-            "the checkpoint does not fit this network (was it written for another "
-            "architecture?): " + " | ".join(problems)
-        )
 
 
 def _scheduler_callback(scheduler_cls: Any, params: dict[str, Any]) -> object:
