@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from epochal import __version__
+from epochal.commands import register_commands
 from epochal.errors import EpochalError
 from epochal.plugin_info import PluginInfo, describe_plugins
 from epochal.plugins import (
@@ -155,6 +156,7 @@ def create_cli(plugin_manager: EpochalPluginManager | None = None) -> EpochalGro
         else:
             _print_table(infos)
 
+    register_commands(cli)
     return cli  # type: ignore[return-value]
 
 

@@ -28,3 +28,7 @@ class MissingMetricError(EpochalError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(EpochalError, ValueError):
+    """A configuration that cannot be used: the message names the key and what is allowed."""

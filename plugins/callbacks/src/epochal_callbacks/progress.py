@@ -88,6 +88,8 @@ class ProgressBar(AbstractCallback):
         stream: where bar and lines go (default: ``sys.stdout`` when constructed).
         n_batches: batches per epoch, when known.
         mininterval: least seconds between redraws (tqdm's ``mininterval``).
+        lines: print the summary line of each epoch even where no bar is drawn (a log
+            file, CI); ``None`` prints it only with the bar.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class ProgressBar(AbstractCallback):
         stream: IO[str] | None = None,
         n_batches: int | None = None,
         mininterval: float = 0.1,
+        lines: bool | None = None,
     ) -> None:
         if n_batches is not None and (
             isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches < 1
@@ -107,6 +110,7 @@ class ProgressBar(AbstractCallback):
             raise ValueError(f"ProgressBar: mininterval must be >= 0 seconds, got {mininterval!r}")
         self.stream: IO[str] = stream if stream is not None else sys.stdout
         self._enabled = _is_terminal(self.stream) if enabled is None else bool(enabled)
+        self._lines = self._enabled if lines is None else bool(lines)
         self.n_batches = n_batches
         self.mininterval = float(mininterval)
         self._bar: Any = None
@@ -175,7 +179,7 @@ class ProgressBar(AbstractCallback):
         is_best: bool = False,
         **kwargs: Any,
     ) -> None:
-        if not self._enabled:
+        if not self._lines:
             return
         from tqdm import tqdm
 

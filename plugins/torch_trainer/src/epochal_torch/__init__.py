@@ -16,6 +16,9 @@ _LAZY = {
     "create_optims_default_pytorch": "epochal_torch.optim",
     "save_checkpoint": "epochal_torch.io",
     "load_checkpoint": "epochal_torch.io",
+    "PyTorchExperiment": "epochal_torch.experiment",
+    "MLP": "epochal_torch.models",
+    "SmallCNN": "epochal_torch.models",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -96,6 +96,40 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         mixed_precision_kwargs: ``dtype``, ``init_scale``, ``growth_interval``, ``enabled``.
         **kwargs: passed to the network's ``closure``.
     """
+
+    #: What configs may name for this backend (:mod:`epochal.components`); any other object
+    #: is named by its ``"module:attr"`` path.
+    components: ClassVar[dict[str, dict[str, str]]] = {
+        "models": {"mlp": "epochal_torch.models:MLP", "cnn": "epochal_torch.models:SmallCNN"},
+        "losses": {
+            "cross_entropy": "torch.nn:CrossEntropyLoss",
+            "nll": "torch.nn:NLLLoss",
+            "bce_with_logits": "torch.nn:BCEWithLogitsLoss",
+            "mse": "torch.nn:MSELoss",
+            "l1": "torch.nn:L1Loss",
+            "smooth_l1": "torch.nn:SmoothL1Loss",
+        },
+        "metrics": {"accuracy": "epochal_torch.metrics:accuracy"},
+        "optimizers": {
+            name: f"torch.optim:{name}"
+            for name in (
+                "Adam",
+                "AdamW",
+                "SGD",
+                "RMSprop",
+                "Adagrad",
+                "Adadelta",
+                "Adamax",
+                "NAdam",
+                "RAdam",
+            )
+        },
+    }
+
+    @staticmethod
+    def set_seed(seed: int) -> None:
+        """Seed torch's generators (CPU and every GPU); the experiment seeds numpy and random."""
+        torch.manual_seed(seed)
 
     def __init__(
         self,
@@ -212,20 +246,36 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             data_dict = self._prepare(batch, self.input_device, self.output_device)
             if closure is None:
                 metric_vals, loss_vals, _ = default_closure(
-                    model, data_dict, optimizers, self.criterions, self.metrics, fold,
-                    autocast=autocast, scaler=scaler,
-                )  # fmt: skip
+                    model,
+                    data_dict,
+                    optimizers,
+                    self.criterions,
+                    self.metrics,
+                    fold,
+                    autocast=autocast,
+                    scaler=scaler,
+                )
             elif autocast is None:
                 metric_vals, loss_vals, _ = closure(
-                    model, data_dict, optimizers, self.criterions, self.metrics, fold,
+                    model,
+                    data_dict,
+                    optimizers,
+                    self.criterions,
+                    self.metrics,
+                    fold,
                     **self.closure_kwargs,
-                )  # fmt: skip
+                )
             else:  # a custom step does its own backward: autocast has to enclose it all
                 with autocast():
                     metric_vals, loss_vals, _ = closure(
-                        model, data_dict, optimizers, self.criterions, self.metrics, fold,
+                        model,
+                        data_dict,
+                        optimizers,
+                        self.criterions,
+                        self.metrics,
+                        fold,
                         **self.closure_kwargs,
-                    )  # fmt: skip
+                    )
             if scaler is not None:
                 scaler.update()
             for name, value in loss_vals.items():
