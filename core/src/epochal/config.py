@@ -10,11 +10,10 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import tomllib
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
-
-import tomllib
 
 from epochal.components import check_kwargs
 from epochal.errors import ConfigError, UnknownNameError

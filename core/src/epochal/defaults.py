@@ -1,4 +1,4 @@
-"""The core's own plugin: the ``digits`` dataset and the built-in samplers.
+"""The core's own plugin: the ``digits`` and ``shapes`` datasets and the built-in samplers.
 
 Registered exactly like a third-party plugin, but ``trylast`` so that a user's
 plugin registering the same name wins.
@@ -20,6 +20,7 @@ _SAMPLERS = {
 @hookimpl(trylast=True)
 def epochal_register_datasets(register: Register) -> None:
     register("digits", "epochal.data.digits:load_digits")
+    register("shapes", "epochal.data.shapes:load_shapes")
 
 
 @hookimpl(trylast=True)

@@ -345,6 +345,8 @@ class Experiment:
             "started": previous.get("started") or _dt.datetime.now().isoformat(timespec="seconds"),
             "versions": versions(self.trainer_cls),
         }
+        if resumed:
+            summary["resumed_at_epoch"] = trainer.start_epoch  # the first epoch trained now
         try:
             network = trainer.train(
                 int(num_epochs),

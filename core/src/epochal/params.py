@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import copy
 import os
+import tomllib
 from collections.abc import Mapping
 from typing import Any
-
-import tomllib
 
 from epochal.errors import ConfigError
 
