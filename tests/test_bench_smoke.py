@@ -12,7 +12,9 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["cli_startup.py", "data_pipeline.py", "torch_overhead.py"])
+@pytest.mark.parametrize(
+    "script", ["cli_startup.py", "data_pipeline.py", "torch_overhead.py", "tf_overhead.py"]
+)
 def test_benchmark_runs(script):
     result = subprocess.run(
         [sys.executable, str(BENCH / script), "--quick"],

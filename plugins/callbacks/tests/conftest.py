@@ -1,16 +1,15 @@
 """Fixtures for the callback tests: tiny real torch and Keras backends, an LR recorder.
 
-TEST BACKENDS ONLY, until the real trainers land (issues 5 and 6): each is the least a backend
-must do (``optimizers`` dict, ``_train_single_epoch``, ``predict``, checkpoints with
-``_core_state``) on a linear model over digits. They are built inside functions so that torch
-and tensorflow are imported only by the tests that use them.
+The torch one is a TEST BACKEND (the least a backend must do: ``optimizers`` dict,
+``_train_single_epoch``, ``predict``, checkpoints with ``_core_state``) on a linear model over
+digits; the Keras one is the real ``TfNetworkTrainer`` (epochal-tf) on the same linear model.
+They are built inside functions so that torch and tensorflow are imported only by the tests
+that use them.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import os
 from typing import Any
 
 import numpy as np
@@ -112,88 +111,29 @@ def _torch_backend() -> type:
 
 @functools.cache
 def _keras_backend() -> type:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
+    """The real TfNetworkTrainer on a Dense(10) over 64 features, SGD, cross-entropy ("CE")."""
+    from epochal_tf._tf import keras
+    from epochal_tf.trainer import TfNetworkTrainer
 
-    class KerasTestTrainer(AbstractNetworkTrainer):
-        """TEST BACKEND: Dense(10) on 64 features, SGD, sparse cross-entropy ("CE")."""
+    def accuracy(predictions, labels):
+        hits = keras.ops.argmax(predictions, 1) == keras.ops.cast(labels, "int32")
+        return keras.ops.mean(keras.ops.cast(hits, "float32"))
 
-        def __init__(self, save_path=None, callbacks=None, lr=0.1):
-            super().__init__(0, callbacks, save_path=save_path)
-            keras.utils.set_random_seed(0)
-            self.module = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
-            lr = float(lr) if isinstance(lr, (int, float)) else lr  # or a LearningRateSchedule
-            self.optimizers = {"default": keras.optimizers.SGD(learning_rate=lr)}
-            self.optimizers["default"].build(self.module.trainable_variables)
-            self._loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-            specs = [tf.TensorSpec([None, 64], tf.float32), tf.TensorSpec([None], tf.int64)]
-            self._step = tf.function(self._train_step, input_signature=specs)
-            self._setup()
+    def build(save_path=None, callbacks=None, lr=0.1):
+        keras.utils.set_random_seed(0)
+        network = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+        lr = float(lr) if isinstance(lr, (int, float)) else lr  # or a LearningRateSchedule
+        return TfNetworkTrainer(
+            network,
+            save_path,
+            {"CE": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+            keras.optimizers.SGD,
+            {"learning_rate": lr},
+            metrics={"accuracy": accuracy},
+            callbacks=callbacks,
+        )
 
-        def _train_step(self, data, labels):
-            with tf.GradientTape() as tape:
-                logits = self.module(data, training=True)
-                loss = self._loss(labels, logits)
-            variables = self.module.trainable_variables
-            grads = tape.gradient(loss, variables)
-            self.optimizers["default"].apply_gradients(zip(grads, variables, strict=True))
-            return loss, tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == labels, tf.float32))
-
-        def _train_single_epoch(self, batchgen, epoch):
-            loss_sum, correct, seen = 0.0, 0.0, 0
-            for batch_nr, batch in enumerate(batchgen):
-                data, labels = _xy(batch)
-                loss, batch_correct = self._step(data, labels)
-                loss_sum, correct = loss_sum + loss * len(labels), correct + batch_correct
-                seen += len(labels)
-                if self._batch_end_hook is not None:
-                    self._batch_end_hook(
-                        trainer=self,
-                        epoch=epoch,
-                        batch_nr=batch_nr,
-                        losses={"CE": loss},
-                        metrics={},
-                    )
-            return {"CE": float(loss_sum) / seen, "accuracy": float(correct) / seen}
-
-        def predict(self, batchgen, batch_size=None):
-            pairs = [_xy(batch) for batch in batchgen]
-            labels = np.concatenate([y for _, y in pairs])
-            logits = self.module(np.concatenate([x for x, _ in pairs]))
-            metrics = {
-                "CE": float(self._loss(labels, logits)),
-                "accuracy": float(np.mean(np.argmax(logits, 1) == labels)),
-            }
-            return keras.ops.convert_to_numpy(keras.ops.softmax(logits)), [labels], metrics
-
-        def _at_training_end(self, *args, **kwargs):
-            super()._at_training_end()
-            return self.module
-
-        def save_state(self, file_name, epoch=0, **kwargs):
-            arrays = {f"w{i}": w for i, w in enumerate(self.module.get_weights())}
-            for i, variable in enumerate(self.optimizers["default"].variables):
-                arrays[f"o{i}"] = variable.numpy()
-            meta = np.array(json.dumps(self._core_state(epoch)))
-            with atomic_write(file_name + ".npz") as handle:
-                np.savez(handle, meta=meta, **arrays)
-
-        @staticmethod
-        def load_state(file_name, *args, **kwargs):
-            with np.load(file_name + ".npz", allow_pickle=False) as archive:
-                state = json.loads(str(archive["meta"]))
-                state["arrays"] = {key: archive[key] for key in archive.files if key != "meta"}
-            return state
-
-        def _update_state(self, new_state):
-            arrays = new_state["arrays"]
-            self.module.set_weights([arrays[f"w{i}"] for i in range(len(self.module.weights))])
-            for i, variable in enumerate(self.optimizers["default"].variables):
-                variable.assign(arrays[f"o{i}"])
-            return super()._update_state(new_state)
-
-    return KerasTestTrainer
+    return build
 
 
 @pytest.fixture
@@ -208,6 +148,7 @@ def keras_trainer():
     """``keras_trainer(save_path=None, callbacks=None, lr=0.1)``; lr may be a schedule."""
     pytest.importorskip("keras")
     pytest.importorskip("tensorflow")
+    pytest.importorskip("epochal_tf")
     return _keras_backend()
 
 

@@ -1,6 +1,11 @@
-"""Entry point of `epochal-tf` in the group `epochal`.
+"""Entry point of `epochal-tf`: registers the backend ``"tf"`` without importing TensorFlow."""
 
-No hooks yet: the package is discovered and listed by `epochal plugins`; its
-issue adds the registrations (lazily, as `"module:attr"` strings, so that
-listing plugins never imports the framework).
-"""
+from __future__ import annotations
+
+from epochal import hookimpl
+from epochal.hookspecs import Register
+
+
+@hookimpl
+def epochal_register_trainers(register: Register) -> None:
+    register("tf", "epochal_tf.trainer:TfNetworkTrainer")

@@ -1,0 +1,23 @@
+"""Losses and metrics that configs name for the tf backend (the torch backend's names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from epochal_tf._tf import keras, tf
+
+__all__ = ["CrossEntropy", "accuracy"]
+
+
+class CrossEntropy(keras.losses.SparseCategoricalCrossentropy):
+    """Cross-entropy of class-index labels and logits (``torch.nn.CrossEntropyLoss``'s
+    meaning: ``from_logits=True`` by default)."""
+
+    def __init__(self, from_logits: bool = True, **kwargs: Any) -> None:
+        super().__init__(from_logits=from_logits, **kwargs)
+
+
+def accuracy(predictions: Any, labels: Any) -> Any:
+    """Share of samples whose highest output is the label (labels: class indices)."""
+    labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
+    return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(predictions, axis=1), labels), tf.float32))

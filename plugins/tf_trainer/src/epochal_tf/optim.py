@@ -1,0 +1,142 @@
+"""Optimizers and mixed precision (Keras dtype policies) for the trainer.
+
+Mixed precision is scoped to the trainer's network: each of its layers gets the policy
+(``mixed_bfloat16`` on the CPU, ``mixed_float16`` on a GPU) through ``layer.dtype_policy``;
+``keras.config.set_dtype_policy`` is never called, so models built elsewhere in the process
+keep the global policy. Variables stay float32 (the policies' variable dtype); float16 adds
+loss scaling by wrapping each optimizer in ``keras.optimizers.LossScaleOptimizer``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from epochal_tf._tf import keras
+
+__all__ = [
+    "MixedPrecision",
+    "build_optimizers",
+    "create_optims_default_tf",
+    "resolve_optimizer_cls",
+]
+
+_APEX_KEYS = frozenset({"allow_banned", "enable_caching", "verbose", "opt_level"})
+_KEYS = frozenset({"dtype", "initial_scale", "dynamic_growth_steps", "enabled"})
+_POLICIES = {"float16": "mixed_float16", "half": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+def resolve_optimizer_cls(optimizer_cls: Any) -> Any:
+    """A Keras optimizer class, or a name such as ``"adam"`` / ``"SGD"``."""
+    if isinstance(optimizer_cls, str):
+        try:
+            return type(keras.optimizers.get(optimizer_cls))
+        except ValueError as exc:
+            raise ValueError(
+                f"optimizer_cls {optimizer_cls!r} is not a Keras optimizer name; use e.g. "
+                "'adam', 'sgd' or a class such as keras.optimizers.Adam"
+            ) from exc
+    return optimizer_cls
+
+
+def create_optims_default_tf(
+    network: keras.Model, optim_cls: type[keras.optimizers.Optimizer], **optim_params: Any
+) -> dict[str, keras.optimizers.Optimizer]:
+    """``{"default": optim_cls(**optim_params)}`` (delira's default), built on the network's
+    trainable variables when the network is built (so its state can be restored).
+
+    ``lr`` is taken as ``learning_rate`` (torch's and Keras 2's name), so one config's
+    ``optimizer_params = {lr = ...}`` serves both backends.
+    """
+    if "lr" in optim_params:
+        if "learning_rate" in optim_params:
+            raise ValueError("optimizer_params has both 'lr' and 'learning_rate': give one")
+        optim_params["learning_rate"] = optim_params.pop("lr")
+    optimizer = resolve_optimizer_cls(optim_cls)(**optim_params)
+    if network.built:
+        optimizer.build(network.trainable_variables)
+    return {"default": optimizer}
+
+
+def build_optimizers(optimizers: Mapping[str, Any], network: keras.Model) -> None:
+    """Build the default optimizer once the network has variables (a lazily built model)."""
+    optimizer = optimizers.get("default")
+    if optimizer is not None and not optimizer.built:
+        optimizer.build(network.trainable_variables)
+
+
+@dataclass(frozen=True)
+class MixedPrecision:
+    """Resolved mixed-precision settings for one trainer."""
+
+    enabled: bool
+    policy: str = "float32"
+    initial_scale: float = 2.0**15
+    dynamic_growth_steps: int = 2000
+
+    @property
+    def uses_loss_scaling(self) -> bool:
+        """float16 needs loss scaling; bfloat16 has float32's range and does not."""
+        return self.enabled and self.policy == "mixed_float16"
+
+    @classmethod
+    def from_kwargs(
+        cls, mixed_precision: bool, kwargs: Mapping[str, Any] | None, on_gpu: bool
+    ) -> MixedPrecision:
+        kwargs = dict(kwargs or {})
+        apex = sorted(_APEX_KEYS & set(kwargs))
+        if apex:
+            warnings.warn(
+                f"mixed_precision_kwargs {apex} are apex options (delira's PyTorch trainer); "
+                f"epochal's TF trainer uses Keras dtype policies and ignores them. Its options "
+                f"are {sorted(_KEYS)}.",
+                UserWarning,
+                stacklevel=3,
+            )
+        unknown = sorted(set(kwargs) - _APEX_KEYS - _KEYS)
+        if unknown:
+            raise ValueError(f"unknown mixed_precision_kwargs {unknown}; allowed: {sorted(_KEYS)}")
+        dtype = str(kwargs.get("dtype", "float16" if on_gpu else "bfloat16"))
+        dtype = dtype.removeprefix("tf.").removeprefix("mixed_")
+        if dtype not in _POLICIES:
+            raise ValueError(
+                f"mixed_precision_kwargs dtype {kwargs.get('dtype')!r} is not supported: use "
+                "'float16' or 'bfloat16'"
+            )
+        enabled = bool(mixed_precision) and bool(kwargs.get("enabled", True))
+        return cls(
+            enabled=enabled,
+            policy=_POLICIES[dtype] if enabled else "float32",
+            initial_scale=float(kwargs.get("initial_scale", 2.0**15)),
+            dynamic_growth_steps=int(kwargs.get("dynamic_growth_steps", 2000)),
+        )
+
+    def apply_to(self, network: keras.Model) -> None:
+        """Give every float layer of ``network`` this policy (the global policy is untouched)."""
+        if not self.enabled:
+            return
+        for layer in network._flatten_layers(include_self=True, recursive=True):
+            policy = layer.dtype_policy
+            if policy.quantization_mode is not None or not policy.compute_dtype.startswith("float"):
+                continue  # quantized and integer (preprocessing) layers keep theirs
+            layer.dtype_policy = self.policy
+
+    def wrap(self, optimizers: dict[str, Any]) -> dict[str, Any]:
+        """float16: each optimizer in a ``LossScaleOptimizer`` (unless it already is one)."""
+        if not self.uses_loss_scaling:
+            return optimizers
+        wrapped = {}
+        for name, optimizer in optimizers.items():
+            if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                built = optimizer.built
+                optimizer = keras.optimizers.LossScaleOptimizer(
+                    optimizer,
+                    initial_scale=self.initial_scale,
+                    dynamic_growth_steps=self.dynamic_growth_steps,
+                )
+                if built:
+                    optimizer.build(optimizer.inner_optimizer._trainable_variables)
+            wrapped[name] = optimizer
+        return wrapped

@@ -1,0 +1,412 @@
+"""TfNetworkTrainer: delira's TensorFlow trainer on epochal's loop, on TF2 / Keras 3.
+
+The core (``AbstractNetworkTrainer.train``) runs the epochs, validation, best-model tracking,
+checkpoint scheduling and hooks; this class does one epoch, prediction and checkpoint I/O.
+The training step (the network's ``closure``) is compiled once with ``tf.function``, with the
+batch dimension left open, so a last partial batch does not trace it again. Losses and metrics
+are added up in TensorFlow variables inside the step and read once per epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from epochal.data.batching import batch_length, rebatch
+from epochal.trainer import AbstractNetworkTrainer
+from epochal_tf._tf import keras, tf
+from epochal_tf.io import check_fits, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from epochal_tf.networks import AbstractTfNetwork, default_closure, to_float32
+from epochal_tf.optim import (
+    MixedPrecision,
+    build_optimizers,
+    create_optims_default_tf,
+    resolve_optimizer_cls,
+)
+from epochal_tf.steps import CompiledSteps
+
+__all__ = ["TfNetworkTrainer"]
+
+SUFFIX = ".tf.npz"
+
+
+def _device_for(gpu_ids: list[int]) -> str:
+    if not gpu_ids:
+        return "/CPU:0"
+    if len(gpu_ids) > 1:
+        raise ValueError(
+            f"gpu_ids={gpu_ids}: one trainer drives one GPU; for several GPUs use a "
+            "tf.distribute strategy with one id per trainer"
+        )
+    count = len(tf.config.list_physical_devices("GPU"))
+    if isinstance(gpu_ids[0], bool) or not isinstance(gpu_ids[0], int):
+        raise ValueError(f"gpu_ids must be integers, got {gpu_ids!r}")
+    if not 0 <= gpu_ids[0] < count:
+        available = f"ids 0..{count - 1}" if count else "none"
+        raise ValueError(
+            f"gpu_ids={gpu_ids} but TensorFlow sees these GPUs: {available}; "
+            "pass gpu_ids=[] to train on the CPU"
+        )
+    return f"/GPU:{gpu_ids[0]}"
+
+
+def _check_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    for name, fn in metrics.items():
+        if isinstance(fn, keras.metrics.Metric):
+            raise TypeError(
+                f"metric {name!r} is a stateful keras.metrics.Metric object; pass a function "
+                "fn(predictions, label) -> scalar, or a Keras metric function such as "
+                "keras.metrics.sparse_categorical_accuracy"
+            )
+        if not callable(fn):
+            raise TypeError(f"metric {name!r} must be callable, got {type(fn).__name__}")
+    return dict(metrics)
+
+
+class TfNetworkTrainer(AbstractNetworkTrainer):
+    """Trains a ``keras.Model`` (delira's ``TfNetworkTrainer`` API, name for name, on TF2).
+
+    Args:
+        network: an :class:`AbstractTfNetwork` (its ``closure`` is the training step) or any
+            ``keras.Model`` (the default step: ``data`` -> network -> every loss on ``label``,
+            summed, gradients applied by ``optimizers["default"]``).
+        save_path: run folder for checkpoints (``None``: keep the best weights in memory).
+        losses: ``{name: loss(y_true, y_pred)}``, Keras losses or functions.
+        optimizer_cls, optimizer_params: a Keras optimizer class (or name, ``"adam"``) and its
+            arguments.
+        metrics: ``{name: fn(predictions, label) -> scalar}`` (delira's order; Keras's own
+            metric functions are called ``(y_true, y_pred)``).
+        lr_scheduler_cls, lr_scheduler_params: an epoch rule of ``epochal-callbacks``
+            (``StepDecay``, ``CosineDecay``, ``WarmUp``, ``ReduceOnPlateau``; class or name such
+            as ``"tf_step_decay"``) and its arguments.
+        gpu_ids: ``[]`` for the CPU, ``[i]`` for GPU ``i``.
+        save_freq: write ``checkpoint_epoch_<n>.tf.npz`` every ``save_freq`` epochs.
+        optim_fn: ``optim_fn(network, optimizer_cls, **optimizer_params) -> {name: optimizer}``.
+        fold, callbacks, start_epoch: as in :class:`AbstractNetworkTrainer`.
+        mixed_precision: compute in 16 bits (``mixed_bfloat16`` on the CPU, ``mixed_float16``
+            with loss scaling on a GPU), for this network only.
+        mixed_precision_kwargs: ``dtype``, ``initial_scale``, ``dynamic_growth_steps``,
+            ``enabled``.
+        **kwargs: ``run_eagerly=True`` (debugging: no ``tf.function``), ``jit_compile=True``
+            (XLA); the rest is passed to the network's ``closure``.
+    """
+
+    #: What configs may name for this backend (:mod:`epochal.components`): the torch backend's
+    #: names with Keras meanings, so that one config serves both.
+    components: ClassVar[dict[str, dict[str, str]]] = {
+        "models": {"mlp": "epochal_tf.models:MLP", "cnn": "epochal_tf.models:SmallCNN"},
+        "losses": {
+            "cross_entropy": "epochal_tf.metrics:CrossEntropy",
+            "bce_with_logits": "keras.losses:BinaryCrossentropy",
+            "mse": "keras.losses:MeanSquaredError",
+            "l1": "keras.losses:MeanAbsoluteError",
+            "smooth_l1": "keras.losses:Huber",
+        },
+        "metrics": {"accuracy": "epochal_tf.metrics:accuracy"},
+        "optimizers": {
+            name: f"keras.optimizers:{name}"
+            for name in (
+                "Adam",
+                "AdamW",
+                "SGD",
+                "RMSprop",
+                "Adagrad",
+                "Adadelta",
+                "Adamax",
+                "Nadam",
+                "Lion",
+            )
+        },
+    }
+
+    @staticmethod
+    def set_seed(seed: int) -> None:
+        """Seed Keras (its seed generators, TensorFlow, numpy, random): weights and dropout."""
+        keras.utils.set_random_seed(seed)
+
+    def __init__(
+        self,
+        network: keras.Model,
+        save_path: str | os.PathLike[str] | None,
+        losses: dict[str, Callable[..., Any]],
+        optimizer_cls: type[keras.optimizers.Optimizer] | str,
+        optimizer_params: dict[str, Any] | None = None,
+        metrics: dict[str, Callable[..., Any]] | None = None,
+        lr_scheduler_cls: Any = None,
+        lr_scheduler_params: dict[str, Any] | None = None,
+        gpu_ids: list[int] | None = None,
+        save_freq: int = 1,
+        optim_fn: Callable[..., dict[str, keras.optimizers.Optimizer]] = create_optims_default_tf,
+        fold: int = 0,
+        callbacks: Iterable[object] | None = None,
+        start_epoch: int = 1,
+        mixed_precision: bool = False,
+        mixed_precision_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            fold,
+            callbacks,
+            save_path=save_path,
+            save_freq=save_freq,
+            start_epoch=start_epoch,
+            plugin_manager=kwargs.pop("plugin_manager", None),
+        )
+        if not isinstance(network, keras.Model):
+            raise TypeError(
+                f"network must be a keras.Model (Keras 3), got {type(network).__name__}; wrap "
+                "layers in keras.Sequential or subclass epochal_tf.AbstractTfNetwork"
+            )
+        self.losses = dict(losses or {})
+        self.metrics = _check_metrics(metrics or {})
+        self.optimizer_cls = optimizer_cls
+        self.optimizer_params = dict(optimizer_params or {})
+        run_eagerly = bool(kwargs.pop("run_eagerly", False))
+        jit_compile = kwargs.pop("jit_compile", None)
+        self.closure_kwargs = kwargs
+        self._best_weights: list[np.ndarray] | None = None
+        self._setup(
+            network,
+            optim_fn,
+            lr_scheduler_cls,
+            dict(lr_scheduler_params or {}),
+            list(gpu_ids or []),
+            mixed_precision,
+            mixed_precision_kwargs,
+        )
+        self.steps = CompiledSteps(self, run_eagerly=run_eagerly, jit_compile=jit_compile)
+
+    def _setup(
+        self,
+        network: keras.Model,
+        optim_fn: Callable[..., dict[str, keras.optimizers.Optimizer]],
+        lr_scheduler_cls: Any,
+        lr_scheduler_params: dict[str, Any],
+        gpu_ids: list[int],
+        mixed_precision: bool,
+        mixed_precision_kwargs: dict[str, Any] | None,
+    ) -> None:
+        self.device = _device_for(gpu_ids)
+        self.input_device = self.output_device = self.device
+        self.use_gpu = self.device.startswith("/GPU")
+        self.module = network
+        self.mixed_precision = MixedPrecision.from_kwargs(
+            mixed_precision, mixed_precision_kwargs, self.use_gpu
+        )
+        self.mixed_precision.apply_to(network)
+        with tf.device(self.device):
+            optimizers = optim_fn(
+                network, resolve_optimizer_cls(self.optimizer_cls), **self.optimizer_params
+            )
+        if not isinstance(optimizers, dict) or not all(
+            isinstance(opt, keras.optimizers.Optimizer) for opt in optimizers.values()
+        ):
+            raise TypeError(
+                "optim_fn must return a dict {name: keras.optimizers.Optimizer}, got "
+                f"{type(optimizers).__name__}"
+            )
+        self.optimizers = self.mixed_precision.wrap(optimizers)
+        custom = isinstance(network, AbstractTfNetwork) and (
+            type(network).closure is not AbstractTfNetwork.closure
+        )
+        self.closure = type(network).closure if custom else default_closure
+        if not custom and "default" not in self.optimizers:
+            raise ValueError(
+                f"the default training step uses optimizers['default'], but optim_fn returned "
+                f"{sorted(self.optimizers)}; write a closure for several optimizers"
+            )
+        if not custom and not self.losses:
+            raise ValueError(
+                "losses is empty: e.g. losses={'CE': "
+                "keras.losses.SparseCategoricalCrossentropy(from_logits=True)}"
+            )
+        overridden = isinstance(network, AbstractTfNetwork) and (
+            type(network).prepare_batch is not AbstractTfNetwork.prepare_batch
+        )
+        self.prepare_batch = type(network).prepare_batch if overridden else None
+        if lr_scheduler_cls is not None:
+            self.register_callback(_scheduler_callback(lr_scheduler_cls, lr_scheduler_params))
+        super()._setup()
+
+    # -- training ------------------------------------------------------------------------
+
+    def _train_single_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
+        hook, prepare, steps = self._batch_end_hook, self.prepare_batch, self.steps
+        device = self.input_device
+        steps.reset_sums()
+        step = keys = None
+        batch_nr = -1
+        with tf.device(self.device):
+            for batch_nr, batch in enumerate(batchgen):
+                if prepare is not None:
+                    batch = prepare(batch, device, device)
+                if step is None:
+                    step, keys = steps.train_step(batch, hook is not None)
+                try:
+                    outputs = step(*[batch[key] for key in keys])
+                except (TypeError, ValueError) as exc:
+                    # the batch does not fit the traced signature (other keys, or other shapes
+                    # besides the batch dimension): one wider signature, then carry on
+                    step, keys = steps.retrace_for(batch, hook is not None, exc)
+                    outputs = step(*[batch[key] for key in keys])
+                if hook is not None:
+                    loss_vals, metric_vals = outputs
+                    hook(
+                        trainer=self,
+                        epoch=epoch,
+                        batch_nr=batch_nr,
+                        losses=loss_vals,
+                        metrics=metric_vals,
+                    )
+        if batch_nr < 0:
+            raise ValueError(f"epoch {epoch} received no batches from the training data")
+        return steps.read_sums()
+
+    def predict(
+        self, batchgen: Iterable[dict], batch_size: int | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray], dict[str, float]]:
+        """Inference (``training=False``), batches merged up to ``batch_size`` samples.
+
+        Returns ``(predictions, [labels], sample-weighted mean losses and metrics)``.
+        """
+        outputs, labels, sizes, value_sizes = [], [], [], []
+        history: dict[str, list[Any]] = {}
+        with tf.device(self.device):
+            for batch in rebatch(batchgen, batch_size):
+                prepared = batch
+                if self.prepare_batch is not None:
+                    prepared = self.prepare_batch(batch, self.input_device, self.output_device)
+                evaluate, keys = self.steps.eval_step(prepared)
+                predictions, values = evaluate(*[prepared[key] for key in keys])
+                outputs.append(predictions)
+                sizes.append(batch_length(batch))
+                if "label" not in prepared:
+                    continue
+                labels.append(np.asarray(batch["label"]))
+                value_sizes.append(sizes[-1])
+                for name, value in values.items():
+                    history.setdefault(name, []).append(value)
+        if not outputs:
+            raise ValueError("predict received no batches")
+        predictions = tf.concat([to_float32(out) for out in outputs], 0).numpy()
+        means = {}
+        if history:
+            weights = np.asarray(value_sizes, dtype=np.float64)
+            stacked = tf.stack([tf.stack(values) for values in history.values()]).numpy()
+            means = dict(
+                zip(
+                    history,
+                    (stacked.astype(np.float64) @ weights / weights.sum()).tolist(),
+                    strict=True,
+                )
+            )
+        return predictions, ([np.concatenate(labels)] if labels else []), means
+
+    # -- best model ------------------------------------------------------------------------
+
+    def _at_epoch_end(self, metrics_val, val_score_key, epoch, is_best, **kwargs) -> None:
+        if is_best and self.save_path is None:  # no checkpoint_best to return to: keep a copy
+            self._best_weights = [v.numpy() for v in self.module.variables]
+        super()._at_epoch_end(metrics_val, val_score_key, epoch, is_best, **kwargs)
+
+    def _at_training_end(self, *args: Any, **kwargs: Any) -> keras.Model:
+        """Load the best epoch's weights (``checkpoint_best.tf.npz``) and return the network."""
+        super()._at_training_end()
+        best_file = (
+            os.path.join(self.save_path, "checkpoint_best" + SUFFIX) if self.save_path else None
+        )
+        if self.best_epoch is not None and best_file and os.path.exists(best_file):
+            self._assign_model(self.load_state(best_file))
+        elif self._best_weights is not None:
+            for variable, value in zip(self.module.variables, self._best_weights, strict=True):
+                variable.assign(value)
+        return self.module
+
+    # -- state -----------------------------------------------------------------------------
+
+    def save_state(
+        self, file_name: str, epoch: int = 0, weights_only: bool = False, **kwargs: Any
+    ) -> str:
+        """Write weights, optimizer variables, RNG states, callback state, epoch, best score."""
+        if not file_name.endswith(".npz"):
+            file_name += SUFFIX
+        variables = self.module.variables
+        state: dict[str, Any] = {
+            "model": [v.numpy() for v in variables],
+            "model_paths": [v.path for v in variables],
+            **self._core_state(epoch),
+        }
+        if not weights_only:
+            state["optimizers"] = {
+                name: [v.numpy() for v in opt.variables] for name, opt in self.optimizers.items()
+            }
+            state["rng"] = rng_state()
+        return save_checkpoint(file_name, state)
+
+    @staticmethod
+    def load_state(file_name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Read a checkpoint (``.tf.npz`` may be left off); arrays and JSON only, no pickle."""
+        if not os.path.exists(file_name) and not file_name.endswith(".npz"):
+            file_name += SUFFIX
+        return load_checkpoint(file_name)
+
+    def _assign_model(self, new_state: dict[str, Any]) -> None:
+        variables = self.module.variables
+        own = [(v.path, tuple(v.shape)) for v in variables]
+        check_fits(own, new_state["model"], new_state.get("model_paths"))
+        for variable, value in zip(variables, new_state["model"], strict=True):
+            variable.assign(value)
+
+    def _update_state(self, new_state: dict[str, Any]) -> TfNetworkTrainer:
+        self._assign_model(new_state)
+        build_optimizers(self.optimizers, self.module)
+        for name, optimizer in self.optimizers.items():
+            saved = new_state.get("optimizers", {}).get(name)
+            if saved is None:
+                continue
+            if not optimizer.built:
+                raise ValueError(
+                    f"optimizer {name!r} is not built yet, so its state cannot be restored: "
+                    "build it in optim_fn (optimizer.build(variables)) before resuming"
+                )
+            own = [(v.path, tuple(v.shape)) for v in optimizer.variables]
+            check_fits(own, saved, what=f"optimizer {name!r}")
+            for variable, value in zip(optimizer.variables, saved, strict=True):
+                variable.assign(value)
+        if new_state.get("rng"):
+            restore_rng_state(new_state["rng"])
+        return super()._update_state(new_state)
+
+
+def _scheduler_callback(scheduler_cls: Any, params: dict[str, Any]) -> object:
+    """delira's ``lr_scheduler_cls``: served by the Keras epoch rules of epochal-callbacks."""
+    from epochal.errors import UnknownNameError
+    from epochal.registry import get_callback
+
+    if isinstance(scheduler_cls, str):
+        try:
+            from epochal_callbacks.schedulers import keras as rules
+        except ImportError as exc:
+            raise ImportError(
+                "lr_scheduler_cls needs the Keras epoch rules: pip install epochal-callbacks"
+            ) from exc
+        name = scheduler_cls
+        scheduler_cls = getattr(rules, name, None) if name in rules.__all__ else None
+        for candidate in (name, f"tf_{name}"):
+            if scheduler_cls is not None:
+                break
+            try:
+                scheduler_cls = get_callback(candidate)
+            except UnknownNameError:
+                continue
+        if scheduler_cls is None:
+            raise ValueError(
+                f"lr_scheduler_cls {name!r} is unknown: use one of {rules.__all__[1:]} or their "
+                "registered names ('tf_step_decay', ...)"
+            )
+    if not callable(scheduler_cls):
+        raise TypeError(f"lr_scheduler_cls must be a class or a name, got {scheduler_cls!r}")
+    return scheduler_cls(**params)
