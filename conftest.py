@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import textwrap
+from pathlib import Path
+
 import pytest
 
 from epochal.data import DataManager, RandomSampler
@@ -44,3 +47,21 @@ def _make_trainer(save_path=None, callbacks=None, lr=1.0, seed=0, **kwargs) -> N
 def make_trainer():
     """``make_trainer(save_path=None, callbacks=None, lr=1.0, seed=0)`` -> numpy trainer."""
     return _make_trainer
+
+
+@pytest.fixture
+def fake_distribution():
+    """``fake_distribution(root, name, module_source) -> env``: a real distribution (dist-info
+    and module) under ``root`` with an ``epochal`` entry point; ``env`` puts it on PYTHONPATH."""
+
+    def install_fake_distribution(root: Path, name: str, module_source: str) -> dict:
+        """A real distribution on sys.path (dist-info + module) with an `epochal` entry point."""
+        module = f"{name}_plugin"
+        (root / f"{module}.py").write_text(textwrap.dedent(module_source))
+        info = root / f"{name}-0.3.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.3\n")
+        (info / "entry_points.txt").write_text(f"[epochal]\n{name} = {module}\n")
+        return {"PYTHONPATH": str(root)}
+
+    return install_fake_distribution

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -26,17 +25,6 @@ def run(*args: str, env: dict | None = None, check_code: int | None = 0, timeout
     if check_code is not None:
         assert result.returncode == check_code, (result.returncode, result.stdout, result.stderr)
     return result
-
-
-def install_fake_distribution(root: Path, name: str, module_source: str) -> dict:
-    """A real distribution on sys.path (dist-info + module) with an `epochal` entry point."""
-    module = f"{name}_plugin"
-    (root / f"{module}.py").write_text(textwrap.dedent(module_source))
-    info = root / f"{name}-0.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.3\n")
-    (info / "entry_points.txt").write_text(f"[epochal]\n{name} = {module}\n")
-    return {"PYTHONPATH": str(root)}
 
 
 def test_version():
@@ -103,8 +91,8 @@ def test_plugins_table_and_json():
 BROKEN_ON_IMPORT = "raise ZeroDivisionError('plugin author divided by zero')\n"
 
 
-def test_plugin_broken_on_import_is_listed_and_the_rest_works(tmp_path):
-    env = install_fake_distribution(tmp_path, "brokenplug", BROKEN_ON_IMPORT)
+def test_plugin_broken_on_import_is_listed_and_the_rest_works(tmp_path, fake_distribution):
+    env = fake_distribution(tmp_path, "brokenplug", BROKEN_ON_IMPORT)
     help_result = run("--help", env=env)
     assert "numpy-demo" in help_result.stdout
     assert (
@@ -122,8 +110,8 @@ def test_plugin_broken_on_import_is_listed_and_the_rest_works(tmp_path):
     assert listing["numpy"]["error"] is None
 
 
-def test_strict_mode_turns_a_broken_plugin_into_an_error(tmp_path):
-    env = install_fake_distribution(tmp_path, "brokenplug", BROKEN_ON_IMPORT)
+def test_strict_mode_turns_a_broken_plugin_into_an_error(tmp_path, fake_distribution):
+    env = fake_distribution(tmp_path, "brokenplug", BROKEN_ON_IMPORT)
     env["EPOCHAL_STRICT_PLUGINS"] = "1"
     result = run("plugins", env=env, check_code=2)
     assert (
@@ -131,7 +119,7 @@ def test_strict_mode_turns_a_broken_plugin_into_an_error(tmp_path):
     )
 
 
-def test_misspelt_hook_in_an_installed_plugin(tmp_path):
+def test_misspelt_hook_in_an_installed_plugin(tmp_path, fake_distribution):
     source = """
         from epochal import hookimpl
 
@@ -139,7 +127,7 @@ def test_misspelt_hook_in_an_installed_plugin(tmp_path):
         def epochal_register_trainer(register):
             register("typo", "x:y")
     """
-    env = install_fake_distribution(tmp_path, "typoplug", source)
+    env = fake_distribution(tmp_path, "typoplug", source)
     table = run("plugins", env=env).stdout
     assert (
         "typoplug (typoplug): register: PluginValidationError: unknown hook "

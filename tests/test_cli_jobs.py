@@ -19,6 +19,11 @@ QUICK = ["--epochs", "2", "--set", "callbacks.tensorboard=false",
          "--set", "callbacks.learning_curves=false"]  # fmt: skip
 
 
+#: Variables a user has not set: epochal's own, and TensorFlow's log level (so that the quiet
+#: import is what is tested, whatever the test process set).
+OWN_ENV = ("EPOCHAL_", "TF_CPP_MIN_LOG_LEVEL", "_EPOCHAL_TF_QUIET")
+
+
 def epochal(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240):
     return subprocess.run(
         [sys.executable, "-m", "epochal", *args],
@@ -26,7 +31,10 @@ def epochal(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(OWN_ENV)},
+            **(env or {}),
+        },
     )
 
 
@@ -194,3 +202,51 @@ def test_print_config_round_trips(tmp_path):
     result = epochal("train", "job.toml", "--print-config", cwd=tmp_path)
     assert result.stdout == printed.stdout
     assert "hidden = [\n    16,\n]" in printed.stdout
+
+
+def test_tf_backend_trains_resumes_and_predicts(tmp_path):
+    pytest.importorskip("epochal_tf.trainer")
+    trained = epochal("train", "--backend", "tf", *QUICK, "--run-dir", "run", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert "with the tf backend" in trained.stdout
+    assert "checkpoint_last.tf.npz" in os.listdir(tmp_path / "run")
+    assert "oneDNN" not in trained.stderr and "cuda" not in trained.stderr.lower()  # quiet TF
+    resumed = epochal("resume", "run", "--epochs", "3", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "epoch 3/3" in resumed.stdout and "epoch 2/3" not in resumed.stdout
+    assert [row["epoch"] for row in _rows(tmp_path / "run" / "metrics.csv")] == list("123")
+    predicted = epochal("predict", "run", "--data", "digits", "--out", "p.npy", cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr
+    assert np.load(tmp_path / "p.npy").shape == (1797, 10)
+
+
+def _without(*plugins: str) -> dict[str, str]:
+    return {"EPOCHAL_DISABLE_PLUGINS": ",".join(plugins)}
+
+
+def test_default_backend_is_tf_when_only_tf_is_installed(tmp_path):
+    printed = epochal("train", "--print-config", cwd=tmp_path, env=_without("torch"))
+    assert printed.returncode == 0, printed.stderr
+    assert 'backend = "tf"' in printed.stdout
+    none = epochal("train", cwd=tmp_path, env=_without("torch", "tf", "numpy"))
+    assert none.returncode == 2
+    assert "no backend is installed: pip install epochal-torch" in none.stderr
+
+
+def test_a_backend_whose_framework_is_missing_says_what_to_install(tmp_path, fake_distribution):
+    env = fake_distribution(
+        tmp_path,
+        "fakefw",
+        """
+        from epochal import hookimpl
+
+        @hookimpl
+        def epochal_register_trainers(register):
+            register("tf", "a_framework_that_is_not_installed.trainer:Trainer")
+        """,
+    )
+    env.update(_without("tf"))
+    result = epochal("train", "--backend", "tf", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "the backend 'tf' is installed but its framework cannot be imported" in result.stderr
+    assert "pip install epochal-tf" in result.stderr and "Traceback" not in result.stderr

@@ -134,7 +134,7 @@ def test_config_file_errors(tmp_path):
         ("training.optimizer_cls=Adamm", "unknown optimizer 'Adamm'"),
         ("training.optimizer_params.lrr=0.1", "Adam has no parameter 'lrr' (did you mean 'lr'?)"),
         ("model.hiden=[3]", "model.hiden: MLP has no parameter 'hiden' (did you mean 'hidden'?)"),
-        ("training.foo=1", "training.foo: PyTorchNetworkTrainer takes no argument 'foo'"),
+        ("training.foo=1", "PyTorchNetworkTrainer got unexpected arguments ['foo']"),
         ("experiment.backend=jax", "unknown backend 'jax'; installed backends:"),
         ("data.dataset=digitz", "Did you mean 'digits'?"),
         ("data.sampler=randm", "data.sampler: unknown sampler 'randm'"),
@@ -212,9 +212,14 @@ def test_api_with_objects_datasets_test_and_pytorch_experiment(tmp_path, digits_
     params = Parameters(fixed_params=PARAMS)
     params.training_kwargs  # noqa: B018
     experiment = PyTorchExperiment(
-        params, MLP, name="api", save_path=tmp_path, val_score_key="accuracy", seed=1,
+        params,
+        MLP,
+        name="api",
+        save_path=tmp_path,
+        val_score_key="accuracy",
+        seed=1,
         checkpoint_freq=2,
-    )  # fmt: skip
+    )
     assert experiment.trainer_cls.__name__ == "PyTorchNetworkTrainer"
     network = experiment.run(train, valid)
     run_dir = experiment.last_run.run_dir
@@ -247,3 +252,19 @@ def test_kfold_trains_and_tests_each_fold(tmp_path):
         experiment.kfold(split_type="shuffled")
     with pytest.raises(ConfigError, match="num_splits"):
         experiment.kfold(num_splits=1)
+
+
+def test_tf_experiment_trains_with_the_same_names(tmp_path, digits_split):
+    pytest.importorskip("epochal_tf.trainer")
+    from epochal_tf import TfExperiment
+
+    train, valid = digits_split
+    experiment = TfExperiment(
+        Parameters(fixed_params=PARAMS), "mlp", name="tf", save_path=tmp_path, seed=0
+    )
+    assert experiment.trainer_cls.__name__ == "TfNetworkTrainer"
+    experiment.run(train, valid, num_epochs=2)
+    assert experiment.last_run.best_val_score > 0.7
+    assert "checkpoint_best.tf.npz" in os.listdir(experiment.last_run.run_dir)
+    with pytest.raises(ValueError, match="trains with TensorFlow"):
+        TfExperiment(Parameters(fixed_params=PARAMS), "mlp", backend="torch")

@@ -76,7 +76,8 @@ def _report(experiment: Any, next_steps: bool = True) -> None:
         click.echo("next:")
         click.echo(f"  epochal predict {run_dir} --data {dataset} --out predictions.csv")
         click.echo(f"  epochal resume {run_dir} --epochs {more}    # train on to {more} epochs")
-        click.echo(f"  tensorboard --logdir {run_dir}")
+        if (experiment.config or {}).get("callbacks", {}).get("tensorboard", False) is not False:
+            click.echo(f"  tensorboard --logdir {run_dir}")
 
 
 def _config_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -45,16 +45,6 @@ __all__ = ["Experiment", "KFoldResult", "RunResult"]
 TRAINING_KEYS = {
     "num_epochs",
     "n_epochs",
-    "losses",
-    "optimizer_cls",
-    "optimizer_params",
-    "metrics",
-    "val_metrics",
-    "train_metrics",
-    "lr_sched_cls",
-    "lr_scheduler_cls",
-    "lr_sched_params",
-    "lr_scheduler_params",
     "batch_size",
     "val_batch_size",
     "val_score_key",
@@ -163,47 +153,67 @@ class Experiment:
         }
 
     def trainer_kwargs(self, params: Parameters | None = None) -> dict[str, Any]:
-        """The trainer's keyword arguments from ``params`` (names resolved for the backend)."""
-        training = (params or self.params).training_kwargs
-        metrics = {**(training.get("train_metrics") or {}), **(training.get("val_metrics") or {})}
-        metrics.update(training.get("metrics") or {})
-        kwargs: dict[str, Any] = {
-            "losses": self._build_named("losses", "losses", training.get("losses")),
-            "metrics": self._build_named("metrics", "metrics", metrics),
-            "optimizer_params": dict(training.get("optimizer_params") or {}),
-            "lr_scheduler_cls": training.get("lr_scheduler_cls", training.get("lr_sched_cls")),
-            "lr_scheduler_params": training.get(
-                "lr_scheduler_params", training.get("lr_sched_params")
-            ),
-            "save_freq": self.checkpoint_freq,
+        """The trainer's keyword arguments from ``params`` (names resolved for the backend).
+
+        Only what the training group gives is passed; a key the trainer does not take, or a
+        required trainer argument the group lacks, is a :class:`ConfigError` naming it.
+        """
+        training = dict((params or self.params).training_kwargs)
+        for alias, name in (
+            ("lr_sched_cls", "lr_scheduler_cls"),
+            ("lr_sched_params", "lr_scheduler_params"),
+        ):
+            if alias in training:
+                training.setdefault(name, training.pop(alias))
+        metrics = {
+            **(training.pop("train_metrics", None) or {}),
+            **(training.pop("val_metrics", None) or {}),
         }
-        optimizer = training.get("optimizer_cls")
-        if optimizer is None:
-            raise ConfigError("training.optimizer_cls is missing, e.g. optimizer_cls = 'Adam'")
-        kwargs["optimizer_cls"] = resolve_component(
-            self.trainer_cls, "optimizers", optimizer, "training.optimizer_cls"
-        )
-        check_kwargs(
-            kwargs["optimizer_cls"], kwargs["optimizer_params"], "training.optimizer_params"
-        )
+        metrics.update(training.pop("metrics", None) or {})
+        kwargs: dict[str, Any] = {"save_freq": self.checkpoint_freq}
+        if "losses" in training:
+            kwargs["losses"] = self._build_named("losses", "losses", training.pop("losses"))
+        if metrics:
+            kwargs["metrics"] = self._build_named("metrics", "metrics", metrics)
+        if "optimizer_cls" in training:
+            optimizer = resolve_component(
+                self.trainer_cls,
+                "optimizers",
+                training.pop("optimizer_cls"),
+                "training.optimizer_cls",
+            )
+            kwargs["optimizer_cls"] = optimizer
+            kwargs["optimizer_params"] = dict(training.pop("optimizer_params", None) or {})
+            check_kwargs(optimizer, kwargs["optimizer_params"], "training.optimizer_params")
         if self.optim_builder is not None:
             kwargs["optim_fn"] = self.optim_builder
-        accepted = inspect.signature(self.trainer_cls).parameters
-        if "losses" not in accepted and "criterions" in accepted:  # PyTorch's delira name
-            kwargs["criterions"] = kwargs.pop("losses")
-        extra = {key: value for key, value in training.items() if key not in TRAINING_KEYS}
-        extra.update(self.kwargs)
-        for key in extra:
-            if key not in accepted:
-                allowed = sorted(
-                    (set(TRAINING_KEYS) | set(accepted))
-                    - {"self", "kwargs", "network", "save_path"}
-                )
+        for key in TRAINING_KEYS:  # read by the experiment, not by the trainer
+            training.pop(key, None)
+        kwargs.update(training)
+        kwargs.update(self.kwargs)
+        signature = inspect.signature(self.trainer_cls).parameters
+        if "losses" not in signature and "criterions" in signature and "losses" in kwargs:
+            kwargs["criterions"] = kwargs.pop("losses")  # delira's PyTorch name
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values())
+        internal = {"self", "kwargs", "network", "save_path"}
+        for key in kwargs:
+            if key not in signature and not takes_any:
+                allowed = sorted((set(TRAINING_KEYS) | set(signature)) - internal)
                 raise ConfigError(
                     f"training.{key}: {self.trainer_cls.__name__} takes no argument {key!r}; "
                     f"allowed: {', '.join(allowed)}"
                 )
-        kwargs.update(extra)
+        for name, parameter in signature.items():
+            required = parameter.default is inspect.Parameter.empty and parameter.kind in (
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                inspect.Parameter.KEYWORD_ONLY,
+            )
+            if required and name not in internal and name not in kwargs:
+                key = "losses" if name == "criterions" else name
+                raise ConfigError(
+                    f"training.{key} is missing: {self.trainer_cls.__name__} needs it "
+                    f"(e.g. optimizer_cls = 'Adam', losses = {{CE = 'cross_entropy'}})"
+                )
         return kwargs
 
     def build_network(self, params: Parameters | None = None) -> Any:
@@ -221,7 +231,10 @@ class Experiment:
         trainer_kwargs.update(kwargs)
         network = trainer_kwargs.pop("network", None) or self.build_network(params)
         save_path = trainer_kwargs.pop("save_path", None)
-        return self.trainer_cls(network, save_path, **trainer_kwargs)
+        try:
+            return self.trainer_cls(network, save_path, **trainer_kwargs)
+        except TypeError as exc:  # an argument the trainer refuses: a config problem
+            raise ConfigError(f"training: {exc}") from exc
 
     def _callbacks(self, n_batches: int | None = None) -> list[object]:
         if self.config is None:

@@ -18,7 +18,7 @@ from epochal_callbacks.progress import ProgressBar, format_epoch_line
 
 SUMMARY = re.compile(
     r"^epoch (\d+)/(\d+)  CE \d\.\d{4}  accuracy \d\.\d{4} \| "
-    r"val_CE \d\.\d{4}  val_accuracy (\d\.\d{4})  \(\d+\.\d s\)(  \* best)?$"
+    r"val_CE \d\.\d{4}  val_accuracy (\d\.\d{4})  \(\d+\.\d+ s\)(  \* best)?$"
 )
 
 
@@ -128,7 +128,7 @@ def test_loss_is_read_only_when_the_bar_redraws(mininterval, expected_reads):
         )
     bar.at_epoch_end(None, epoch=1, num_epochs=1, metrics_train={"CE": 0.5}, metrics_val={})
     assert _CountedLoss.reads == expected_reads
-    assert _screens(stream.getvalue())[-1] == "epoch 1/1  CE 0.5000  (0.0 s)"
+    assert _screens(stream.getvalue())[-1] == "epoch 1/1  CE 0.5000  (0.00 s)"
 
 
 def test_arguments_are_checked():
@@ -149,7 +149,7 @@ def test_summary_line_format():
     )
     assert line == (
         "epoch 3/10  CE 0.4123  accuracy 0.9101 | val_CE 0.4300  val_accuracy 0.9050"
-        "  (2.1 s)  * best"
+        "  (2.14 s)  * best"
     )
     assert format_epoch_line(1, 1, {"loss": 1.5e-6}, {}) == "epoch 1/1  loss 1.500e-06"
 

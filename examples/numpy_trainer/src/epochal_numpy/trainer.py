@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -19,6 +19,11 @@ CHECKPOINT_SUFFIX = ".npz"
 
 class NumpyNetworkTrainer(AbstractNetworkTrainer):
     """SGD on a :class:`SoftmaxRegression` with cross-entropy ("CE") and accuracy."""
+
+    #: What configs may name with this backend (``model = "softmax"``).
+    components: ClassVar[dict[str, dict[str, str]]] = {
+        "models": {"softmax": "epochal_numpy.network:SoftmaxRegression"}
+    }
 
     def __init__(
         self,

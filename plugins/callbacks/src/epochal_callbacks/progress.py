@@ -59,7 +59,7 @@ def format_epoch_line(
     if val:
         line += f" | {val}"
     if seconds is not None:
-        line += f"  ({seconds:.1f} s)"
+        line += f"  ({seconds:.2f} s)" if seconds < 10 else f"  ({seconds:.1f} s)"
     if is_best:
         line += "  * best"
     return line

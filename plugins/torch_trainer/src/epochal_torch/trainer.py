@@ -210,6 +210,12 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
                 f"the default training step uses optimizers['default'], but optim_fn returned "
                 f"{sorted(self.optimizers)}; write a closure for several optimizers"
             )
+        if not custom and self.closure_kwargs:
+            raise TypeError(
+                f"PyTorchNetworkTrainer got unexpected arguments {sorted(self.closure_kwargs)}: "
+                "extra keyword arguments go to the network's closure, and "
+                f"{type(network).__name__} has none (subclass AbstractPyTorchNetwork to write one)"
+            )
         if not custom and not self.criterions:
             raise ValueError(
                 "criterions is empty: e.g. criterions={'CE': torch.nn.CrossEntropyLoss()}"
