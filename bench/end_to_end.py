@@ -245,6 +245,10 @@ def main(argv: list[str] | None = None) -> None:
     warmups = args.warmup if args.warmup is not None else (0 if args.quick else 1)
 
     env = dict(os.environ)
+    # Python's default: compiled modules are cached (the warm-up writes the caches). Some
+    # shells here set PYTHONDONTWRITEBYTECODE, which would recompile epochal's editable sources
+    # on every start but not torch's installed ones: an unfair handicap for one side.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update({name: str(args.threads) for name in THREAD_VARS})
     script = str(epochal_script())
     train = [script, "train", "--epochs", str(epochs)]

@@ -120,3 +120,35 @@ def test_clear_errors(managers, make_trainer, tmp_path):
         make_trainer(callbacks=[LearningCurvePlot(path=tmp_path, metrics=["dice"])]).train(
             1, train, valid
         )
+
+
+@pytest.mark.parametrize("engine", ["pillow", "matplotlib"])
+def test_both_engines_draw_curves_star_and_best_epoch(managers, make_trainer, tmp_path, engine):
+    train, valid = managers()
+    plot = LearningCurvePlot(engine=engine)
+    trainer = make_trainer(save_path=tmp_path, callbacks=[plot])
+    trainer.train(3, train, valid, val_score_key="accuracy")
+    image = (check_png(plot.file)[..., :3] * 255).round().astype(int)
+    assert image.shape[:2] == (340, 900)
+    left, right = image[:, :450].reshape(-1, 3), image[:, 450:].reshape(-1, 3)
+
+    def has(pixels, colour, tolerance=40):
+        return bool((np.abs(pixels - colour).sum(axis=1) < tolerance).any())
+
+    blue, orange, crimson = (31, 119, 180), (255, 127, 14), (220, 20, 60)
+    assert has(left, blue) and has(left, orange) and has(right, blue) and has(right, orange)
+    assert has(left, crimson) and not has(right, crimson)  # the star: monitored panel only
+
+
+def test_nice_ticks_are_round_and_cover_the_range():
+    from epochal_callbacks._chart import _label, nice_ticks
+
+    assert nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(0.61, 0.98) == [0.7, 0.8, 0.9]
+    assert nice_ticks(0.0, 1.2) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert nice_ticks(1, 15, count=6, integer=True) == [2, 4, 6, 8, 10, 12, 14]
+    assert nice_ticks(3, 3, integer=True) == [3, 4]
+    assert [_label(t, 0.25) for t in (0.0, 0.5)] == ["0.00", "0.50"]
+    assert _label(2.0, 1.0) == "2"
+    with pytest.raises(ValueError, match="engine must be 'pillow' or 'matplotlib'"):
+        LearningCurvePlot(engine="svg")
