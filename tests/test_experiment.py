@@ -140,6 +140,7 @@ def test_config_file_errors(tmp_path):
         ("data.sampler=randm", "data.sampler: unknown sampler 'randm'"),
         ("callbacks.early_stoping={}", "callbacks.early_stoping: unknown callback"),
         ("callbacks.early_stopping.patience=0", "patience must be an integer >= 1"),
+        ("training.gpu_ids=[7]", "gpu_ids=[7] but this machine's CUDA devices are"),
     ],
 )
 def test_names_are_checked_before_a_run_folder_exists(tmp_path, override, message):

@@ -233,7 +233,7 @@ class Experiment:
         save_path = trainer_kwargs.pop("save_path", None)
         try:
             return self.trainer_cls(network, save_path, **trainer_kwargs)
-        except TypeError as exc:  # an argument the trainer refuses: a config problem
+        except (TypeError, ValueError) as exc:  # an argument the trainer refuses: the config's
             raise ConfigError(f"training: {exc}") from exc
 
     def _callbacks(self, n_batches: int | None = None) -> list[object]:

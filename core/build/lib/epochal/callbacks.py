@@ -1,0 +1,248 @@
+"""delira-style callbacks and their adapter onto the life-cycle hooks.
+
+A callback written for delira (``at_epoch_begin(trainer, **kwargs)`` /
+``at_epoch_end(trainer, **kwargs)`` returning a dict) keeps working: the
+trainer's callbacks sit in a :class:`CallbackChain`, one pluggy plugin on the
+trainer's own hook manager that calls them in registration order. Arguments
+are passed under both delira's names (``curr_epoch``, ``val_metrics``) and the
+hooks' names (``epoch``, ``metrics_val``, ...); a callback whose method takes
+no ``**kwargs`` gets only the names it declares.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from epochal.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from epochal.trainer import AbstractNetworkTrainer
+
+__all__ = ["AbstractCallback", "BatchCallbackChain", "CallbackChain", "is_hook_plugin"]
+
+
+class AbstractCallback:
+    """Base class for callbacks; override only what you need.
+
+    Each ``at_*`` method receives the trainer and keyword arguments and may
+    return a dict that is merged into ``trainer.state`` (``{"stop_training":
+    True}`` stops training). Define ``at_batch_end(trainer, **kwargs)`` to be
+    called after every training batch (it is not called otherwise, so it costs
+    nothing unless defined). ``state_dict``/``load_state_dict`` let a callback
+    keep its state across a resume.
+    """
+
+    def at_training_begin(self, trainer: AbstractNetworkTrainer, **kwargs: Any) -> dict | None:
+        return {}
+
+    def at_epoch_begin(self, trainer: AbstractNetworkTrainer, **kwargs: Any) -> dict | None:
+        return {}
+
+    def at_epoch_end(self, trainer: AbstractNetworkTrainer, **kwargs: Any) -> dict | None:
+        return {}
+
+    def at_training_end(self, trainer: AbstractNetworkTrainer, **kwargs: Any) -> dict | None:
+        return {}
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """State to keep in checkpoints (plain containers, numbers, strings), or ``None``."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+def is_hook_plugin(obj: object) -> bool:
+    """Whether ``obj`` has at least one attribute marked with ``@epochal.hookimpl``."""
+    marker = "epochal_impl"
+    for name in dir(obj):
+        if not name.startswith("epochal_"):
+            continue
+        if hasattr(getattr(obj, name, None), marker):
+            return True
+    return False
+
+
+class _Method:
+    """A callback method called with only the keyword arguments it accepts."""
+
+    def __init__(self, owner: object, name: str) -> None:
+        self.owner = owner
+        self.name = name
+        self.function: Callable[..., Any] | None = getattr(owner, name, None)
+        self.accepted: frozenset[str] | None = None  # None: takes **kwargs
+        if self.function is not None:
+            try:
+                params = inspect.signature(self.function).parameters.values()
+            except (TypeError, ValueError):
+                return
+            if not any(p.kind is p.VAR_KEYWORD for p in params):
+                self.accepted = frozenset(
+                    p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                )
+
+    def __call__(self, trainer: AbstractNetworkTrainer, **kwargs: Any) -> dict | None:
+        if self.function is None:
+            return None
+        if self.accepted is not None:
+            kwargs = {k: v for k, v in kwargs.items() if k in self.accepted}
+        result = self.function(trainer, **kwargs)
+        if result is not None and not isinstance(result, Mapping):
+            raise TypeError(
+                f"{type(self.owner).__name__}.{self.name} returned {type(result).__name__}; "
+                "a callback must return a dict (merged into trainer.state) or None"
+            )
+        return dict(result) if result else None
+
+
+class _Entry:
+    """One registered callback, its state key and its methods."""
+
+    def __init__(self, callback: object, key: str) -> None:
+        self.callback = callback
+        self.key = key
+        self.training_begin = _Method(callback, "at_training_begin")
+        self.epoch_begin = _Method(callback, "at_epoch_begin")
+        self.epoch_end = _Method(callback, "at_epoch_end")
+        self.training_end = _Method(callback, "at_training_end")
+        self.batch_end = _Method(callback, "at_batch_end")
+
+
+def _apply(trainer: AbstractNetworkTrainer, result: dict | None) -> None:
+    if result:
+        trainer.state.update(result)
+
+
+class CallbackChain:
+    """A trainer's delira-style callbacks as one plugin, called in registration order.
+
+    pluggy calls the most recently registered plugin first; delira called callbacks in
+    the order they were registered, and a logger registered after an LR scheduler must see
+    the rate the scheduler just set. So the callbacks share one hook implementation that
+    loops over them in order, and what each returns is in ``trainer.state`` before the next
+    one runs.
+    """
+
+    def __init__(self) -> None:
+        self.entries: list[_Entry] = []
+
+    def add(self, callback: object, key: str) -> None:
+        if any(entry.key == key for entry in self.entries):
+            raise ValueError(
+                f"two callbacks use the state key {key!r}; give one a different state_key"
+            )
+        self.entries.append(_Entry(callback, key))
+
+    @property
+    def has_batch_callbacks(self) -> bool:
+        return any(entry.batch_end.function is not None for entry in self.entries)
+
+    def keys_with_state(self) -> list[str]:
+        """Keys of the callbacks that can load state from a checkpoint."""
+        return [
+            entry.key
+            for entry in self.entries
+            if callable(getattr(entry.callback, "load_state_dict", None))
+        ]
+
+    @hookimpl
+    def epochal_at_training_begin(self, trainer: AbstractNetworkTrainer) -> None:
+        for entry in self.entries:
+            _apply(trainer, entry.training_begin(trainer))
+
+    @hookimpl
+    def epochal_at_epoch_begin(
+        self,
+        trainer: AbstractNetworkTrainer,
+        epoch: int,
+        num_epochs: int,
+        metrics_val: dict,
+        val_score_key: str | None,
+    ) -> None:
+        for entry in self.entries:
+            _apply(
+                trainer,
+                entry.epoch_begin(
+                    trainer,
+                    epoch=epoch,
+                    curr_epoch=epoch,
+                    num_epochs=num_epochs,
+                    metrics_val=metrics_val,
+                    val_metrics=metrics_val,
+                    val_score_key=val_score_key,
+                ),
+            )
+
+    @hookimpl
+    def epochal_at_epoch_end(
+        self,
+        trainer: AbstractNetworkTrainer,
+        epoch: int,
+        num_epochs: int,
+        metrics_train: dict,
+        metrics_val: dict,
+        val_score_key: str | None,
+        is_best: bool,
+    ) -> None:
+        for entry in self.entries:
+            _apply(
+                trainer,
+                entry.epoch_end(
+                    trainer,
+                    epoch=epoch,
+                    curr_epoch=epoch,
+                    num_epochs=num_epochs,
+                    metrics_train=metrics_train,
+                    metrics_val=metrics_val,
+                    val_metrics=metrics_val,
+                    val_score_key=val_score_key,
+                    is_best=is_best,
+                ),
+            )
+
+    @hookimpl
+    def epochal_at_training_end(self, trainer: AbstractNetworkTrainer) -> None:
+        for entry in self.entries:
+            _apply(trainer, entry.training_end(trainer))
+
+    @hookimpl
+    def epochal_state_dict(self, trainer: AbstractNetworkTrainer) -> dict | None:
+        states = {}
+        for entry in self.entries:
+            state_dict = getattr(entry.callback, "state_dict", None)
+            state = state_dict() if callable(state_dict) else None
+            if state is not None:
+                states[entry.key] = state
+        return states or None
+
+    @hookimpl
+    def epochal_load_state_dict(self, trainer: AbstractNetworkTrainer, state: dict) -> None:
+        for entry in self.entries:
+            load = getattr(entry.callback, "load_state_dict", None)
+            if callable(load) and entry.key in state:
+                load(state[entry.key])
+
+
+class BatchCallbackChain:
+    """The batch hook of a :class:`CallbackChain`, registered only once a callback defines
+    ``at_batch_end``, so that a trainer without one never dispatches per batch."""
+
+    def __init__(self, chain: CallbackChain) -> None:
+        self.chain = chain
+
+    @hookimpl
+    def epochal_at_batch_end(
+        self,
+        trainer: AbstractNetworkTrainer,
+        epoch: int,
+        batch_nr: int,
+        losses: dict,
+        metrics: dict,
+    ) -> None:
+        for entry in self.chain.entries:
+            if entry.batch_end.function is not None:
+                entry.batch_end(
+                    trainer, epoch=epoch, batch_nr=batch_nr, losses=losses, metrics=metrics
+                )

@@ -1,0 +1,187 @@
+"""The ``epochal`` command line (click).
+
+Plugin commands are added through ``epochal_register_commands`` the first time
+the group lists or resolves a command, never at import; a plugin that fails
+there is reported and the other commands keep working. Nothing here imports
+torch or tensorflow.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import warnings
+from typing import Any
+
+import click
+
+from epochal import __version__
+from epochal.commands import register_commands
+from epochal.errors import EpochalError
+from epochal.plugin_info import PluginInfo, describe_plugins
+from epochal.plugins import (
+    FAILED,
+    EpochalPluginManager,
+    PluginWarning,
+    call_plugin,
+    get_plugin_manager,
+)
+
+__all__ = ["EpochalGroup", "create_cli", "main"]
+
+
+class EpochalGroup(click.Group):
+    """A click group that adds plugin commands lazily and in isolation."""
+
+    def __init__(
+        self, *args: Any, plugin_manager: EpochalPluginManager | None = None, **kwargs: Any
+    ):
+        super().__init__(*args, **kwargs)
+        self._plugin_manager = plugin_manager
+        self._plugin_commands_loaded = False
+
+    @property
+    def plugin_manager(self) -> EpochalPluginManager:
+        if self._plugin_manager is None:
+            self._plugin_manager = get_plugin_manager()
+        return self._plugin_manager
+
+    def _load_plugin_commands(self) -> None:
+        if self._plugin_commands_loaded:
+            return
+        self._plugin_commands_loaded = True
+        manager = self.plugin_manager
+        for plugin_name in manager.plugins_implementing("epochal_register_commands"):
+            before = dict(self.commands)
+            if call_plugin(manager, "epochal_register_commands", plugin_name, cli=self) is FAILED:
+                self.commands = before  # drop whatever the broken plugin half-added
+                continue
+            for name, command in list(self.commands.items()):
+                if name in before and before[name] is not command:
+                    self.commands[name] = before[name]
+                    warnings.warn(
+                        f"plugin {plugin_name!r} tried to replace the command {name!r}; "
+                        "the existing one is kept",
+                        PluginWarning,
+                        stacklevel=2,
+                    )
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        self._load_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+
+def _format_provides(provides: dict[str, list[str]]) -> str:
+    return "; ".join(
+        f"{kind}: {', '.join(sorted(names))}" for kind, names in sorted(provides.items())
+    )
+
+
+def _format_hooks(hooks: list[str]) -> str:
+    return ", ".join(hook.removeprefix("epochal_") for hook in hooks)
+
+
+_COLUMN_WIDTHS = (None, None, 48, 36)  # plugin, version, provides, hooks (None: as wide as needed)
+
+
+def _print_table(infos: list[PluginInfo]) -> None:
+    healthy = [info for info in infos if info.error is None]
+    broken = [info for info in infos if info.error is not None]
+    rows = [("PLUGIN", "VERSION", "PROVIDES", "HOOKS")]
+    rows += [
+        (
+            info.name,
+            info.version or "-",
+            _format_provides(info.provides) or "-",
+            _format_hooks(info.hooks) or "-",
+        )
+        for info in healthy
+    ]
+    wrapped = [
+        [
+            textwrap.wrap(cell, width, break_on_hyphens=False) if width else [cell]
+            for cell, width in zip(row, _COLUMN_WIDTHS, strict=True)
+        ]
+        for row in rows
+    ]
+    widths = [max(len(line) for row in wrapped for line in row[col]) for col in range(4)]
+    for row in wrapped:
+        for line_nr in range(max(len(cell) for cell in row)):
+            cells = [cell[line_nr] if line_nr < len(cell) else "" for cell in row]
+            click.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+    if broken:
+        click.echo("\nBroken plugins (skipped; the others work):")
+        for info in broken:
+            origin = f" ({info.distribution})" if info.distribution else ""
+            click.echo(f"  {info.name}{origin}: {info.error}")
+
+
+def create_cli(plugin_manager: EpochalPluginManager | None = None) -> EpochalGroup:
+    """Build the ``epochal`` command group; tests pass their own plugin manager."""
+
+    @click.group(
+        cls=EpochalGroup,
+        plugin_manager=plugin_manager,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    @click.version_option(__version__, prog_name="epochal")
+    def cli() -> None:
+        """epochal: one training loop for PyTorch and TensorFlow, extended by plugins.
+
+        Plugins are Python packages with an entry point in the group "epochal";
+        `epochal plugins` lists what is installed.
+        """
+
+    @cli.command()
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+    @click.pass_context
+    def plugins(ctx: click.Context, as_json: bool) -> None:
+        """List installed plugins: version, what they provide, hooks, and broken ones."""
+        group = ctx.find_root().command
+        assert isinstance(group, EpochalGroup)
+        group._load_plugin_commands()  # so that broken command plugins are listed too
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PluginWarning)  # shown in the table instead
+            infos = describe_plugins(group.plugin_manager)
+        if as_json:
+            click.echo(json.dumps([info.as_dict() for info in infos], indent=2))
+        else:
+            _print_table(infos)
+
+    register_commands(cli)
+    return cli  # type: ignore[return-value]
+
+
+def _show_warning(
+    message: Any,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: Any = None,
+) -> None:
+    stream = file if file is not None else sys.stderr
+    if issubclass(category, PluginWarning):
+        print(f"epochal: warning: {message}", file=stream)
+    else:
+        print(
+            warnings.formatwarning(message, category, filename, lineno, line), file=stream, end=""
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: ``epochal``."""
+    warnings.showwarning = _show_warning
+    try:
+        create_cli()(args=argv, prog_name="epochal")
+    except EpochalError as exc:
+        click.echo(f"epochal: error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,342 @@
+"""``epochal train | resume | predict | kfold``: jobs from TOML configs.
+
+Exit codes: 0 done, 1 the training failed, 2 a usage or config error (one message, no
+traceback; ``--debug`` or ``EPOCHAL_DEBUG=1`` shows it), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shlex
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+
+from epochal.errors import ConfigError, EpochalError
+
+__all__ = ["register_commands"]
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _debug_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--debug", is_flag=True, envvar="EPOCHAL_DEBUG", help="Show tracebacks of errors."
+    )(command)
+
+
+@contextlib.contextmanager
+def _phase(debug: bool, exit_code: int) -> Iterator[None]:
+    """Turn errors into one line on stderr and ``exit_code`` (2: set-up, 1: training)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo("epochal: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - every error becomes one line and an exit code
+        if debug:
+            traceback.print_exc()
+        setup_error = isinstance(exc, (EpochalError, ImportError)) and exit_code == EXIT_USAGE
+        code = EXIT_USAGE if setup_error or isinstance(exc, ConfigError) else exit_code
+        label = "error" if code == EXIT_USAGE else "training failed"
+        message = str(exc) if isinstance(exc, EpochalError) else f"{type(exc).__name__}: {exc}"
+        click.echo(f"epochal: {label}: {message}", err=True)
+        if not debug:
+            click.echo("(run again with --debug for the traceback)", err=True)
+        sys.exit(code)
+
+
+def _quote(path: str) -> str:
+    relative = os.path.relpath(path)
+    return shlex.quote(os.path.abspath(path) if relative.startswith("..") else relative)
+
+
+def _report(experiment: Any, next_steps: bool = True) -> None:
+    result = experiment.last_run
+    summary = result.summary
+    key = summary.get("val_score_key")
+    if summary.get("best_epoch") is not None:
+        click.echo(
+            f"best val_{key.removeprefix('val_')} {summary['best_val_score']:.4f} at epoch "
+            f"{summary['best_epoch']} of {summary['epochs_run']} "
+            f"({summary['wall_seconds']:.1f} s, {summary['status']})"
+        )
+    else:
+        click.echo(f"trained {summary['epochs_run']} epochs ({summary['wall_seconds']:.1f} s)")
+    run_dir = _quote(result.run_dir)
+    click.echo(f"run folder: {run_dir}")
+    if next_steps:
+        more = summary["num_epochs"] * 2
+        dataset = (experiment.config or {}).get("data", {}).get("dataset", "DATA")
+        click.echo("next:")
+        click.echo(f"  epochal predict {run_dir} --data {dataset} --out predictions.csv")
+        click.echo(f"  epochal resume {run_dir} --epochs {more}    # train on to {more} epochs")
+        if (experiment.config or {}).get("callbacks", {}).get("tensorboard", False) is not False:
+            click.echo(f"  tensorboard --logdir {run_dir}")
+
+
+def _config_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--backend", help="Backend to train with (torch, tf, a plugin's)."),
+        click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs."),
+        click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override a config value, e.g. --set training.optimizer_params.lr=0.01",
+        ),
+        click.option("--seed", type=int, help="Seed for weights, data order and augmentation."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _load(
+    config: str | None,
+    backend: str | None,
+    epochs: int | None,
+    seed: int | None,
+    overrides: tuple[str, ...],
+) -> Any:
+    from epochal.experiment import Experiment
+
+    extra = list(overrides)
+    if backend:
+        extra.append(f"experiment.backend={backend}")
+    if epochs:
+        extra.append(f"training.num_epochs={epochs}")
+    if seed is not None:
+        extra.append(f"experiment.seed={seed}")
+    return Experiment.from_config(config, extra)
+
+
+def _run_dir_config(run_dir: str) -> str:
+    config = os.path.join(run_dir, "config.toml")
+    if not os.path.isdir(run_dir):
+        raise ConfigError(f"run folder {run_dir!r} does not exist")
+    if not os.path.isfile(config):
+        raise ConfigError(f"{run_dir} has no config.toml: it is not an epochal run folder")
+    return config
+
+
+def train_command(
+    config: str | None,
+    backend: str | None,
+    epochs: int | None,
+    seed: int | None,
+    overrides: tuple[str, ...],
+    run_dir: str | None,
+    print_config: bool,
+    debug: bool,
+) -> None:
+    """Train a model from CONFIG (a TOML file); without CONFIG, the default job: an MLP on
+    the digits data set."""
+    with _phase(debug, EXIT_USAGE):
+        experiment = _load(config, backend, epochs, seed, overrides)
+        if print_config:
+            import tomli_w
+
+            click.echo(tomli_w.dumps(experiment.config), nl=False)
+            return
+        if run_dir and os.path.isdir(run_dir) and os.listdir(run_dir):
+            raise ConfigError(
+                f"--run-dir {run_dir} is not empty; continue that run with "
+                f"`epochal resume {run_dir}`, or choose a new folder"
+            )
+        train, val = experiment._data(None, None)
+    source = config or "the default job (MLP on digits)"
+    click.echo(f"epochal: training {source} with the {experiment.backend} backend")
+    with _phase(debug, EXIT_FAILED):
+        experiment.run(train, val, run_dir=run_dir)
+    _report(experiment)
+
+
+def resume_command(run_dir: str, epochs: int | None, debug: bool) -> None:
+    """Continue the run in RUN_DIR from its last checkpoint."""
+    with _phase(debug, EXIT_USAGE):
+        from epochal.experiment import Experiment
+
+        experiment = Experiment.from_config(_run_dir_config(run_dir))
+        train, val = experiment._data(None, None)
+    with _phase(debug, EXIT_FAILED):
+        experiment.resume(run_dir, train, val, num_epochs=epochs)
+    _report(experiment)
+
+
+def _load_inputs(data: str, experiment: Any) -> Any:
+    """A dataset from a registry name, or from a ``.npy``/``.npz``/``.csv`` file."""
+    import numpy as np
+
+    from epochal.data.datasets import ArrayDataset
+
+    if not os.path.splitext(data)[1]:
+        config = dict(experiment.config)
+        config["data"] = {**config["data"], "dataset": data}
+        from epochal.config import build_dataset
+
+        return build_dataset(config)
+    if not os.path.isfile(data):
+        raise ConfigError(f"--data {data!r}: no such file, and a registered data set has no '.'")
+    if data.endswith(".npy"):
+        return ArrayDataset(data=np.load(data, allow_pickle=False))
+    if data.endswith(".npz"):
+        with np.load(data, allow_pickle=False) as arrays:
+            if "data" not in arrays:
+                raise ConfigError(f"--data {data}: an .npz file needs an array named 'data'")
+            return ArrayDataset(**{key: arrays[key] for key in arrays.files})
+    if data.endswith(".csv"):
+        table = np.genfromtxt(data, delimiter=",", names=True, dtype=np.float32)
+        names = list(table.dtype.names or ())
+        features = [name for name in names if name != "label"]
+        arrays = {"data": np.stack([table[name] for name in features], axis=1)}
+        if "label" in names:
+            arrays["label"] = table["label"].astype(np.int64)
+        return ArrayDataset(**arrays)
+    raise ConfigError(f"--data {data}: use a data set name, or a .npy, .npz or .csv file")
+
+
+def _write_predictions(out: str, predictions: Any, labels: list[Any]) -> None:
+    import numpy as np
+
+    from epochal.files import atomic_write
+
+    if out.endswith(".npy"):
+        with atomic_write(out) as handle:
+            np.save(handle, predictions)
+        return
+    flat = predictions.reshape(len(predictions), -1)
+    columns = {}
+    if flat.shape[1] > 1:
+        columns["prediction"] = flat.argmax(axis=1).astype(str)
+    if labels:
+        columns["label"] = np.asarray(labels[0]).reshape(len(flat), -1)[:, 0].astype(str)
+    for index in range(flat.shape[1]):
+        columns[f"output_{index}"] = np.char.mod("%.6g", flat[:, index])
+    lines = [",".join(columns)] + [",".join(row) for row in zip(*columns.values(), strict=True)]
+    with atomic_write(out) as handle:
+        handle.write(("\n".join(lines) + "\n").encode())
+
+
+def predict_command(run_dir: str, data: str, out: str, checkpoint: str, debug: bool) -> None:
+    """Predict DATA (a data set name or a .npy/.npz/.csv file) with the best model of RUN_DIR
+    and write the outputs to OUT (.npy: raw outputs; .csv: class, label, outputs)."""
+    with _phase(debug, EXIT_USAGE):
+        if not out.endswith((".npy", ".csv")):
+            raise ConfigError(f"--out {out}: the file must end in .npy or .csv")
+        from epochal.data import DataManager
+        from epochal.data.batching import closing_batchgen
+        from epochal.experiment import Experiment
+
+        experiment = Experiment.from_config(_run_dir_config(run_dir))
+        dataset = _load_inputs(data, experiment)
+        trainer = experiment.restore(run_dir, checkpoint)
+        batch_size = experiment.config["data"]["val_batch_size"]
+        manager = DataManager(dataset, min(batch_size, len(dataset)), 0)
+    with _phase(debug, EXIT_FAILED):
+        with closing_batchgen(manager.get_batchgen()) as batchgen:
+            predictions, labels, scores = trainer.predict(batchgen)
+        _write_predictions(out, predictions, labels)
+    click.echo(f"wrote {len(predictions)} predictions to {out}")
+    for key, value in scores.items():
+        click.echo(f"  {key} {value:.4f}")
+
+
+def kfold_command(
+    config: str | None,
+    folds: int,
+    backend: str | None,
+    epochs: int | None,
+    seed: int | None,
+    overrides: tuple[str, ...],
+    stratified: bool,
+    run_dir: str | None,
+    debug: bool,
+) -> None:
+    """Cross-validate CONFIG: train and test on each of --folds folds, then mean and std."""
+    with _phase(debug, EXIT_USAGE):
+        experiment = _load(config, backend, epochs, seed, overrides)
+        from epochal.config import build_dataset
+
+        dataset = build_dataset(experiment.config)
+    with _phase(debug, EXIT_FAILED):
+        result = experiment.kfold(
+            dataset,
+            num_splits=folds,
+            split_type="stratified" if stratified else "random",
+            val_split=experiment.config["data"]["val_split"] or None,
+            run_dir=run_dir,
+        )
+    keys = sorted(result.mean)
+    rows = [["fold", "best epoch", *keys]]
+    for fold in result.folds:
+        rows.append(
+            [
+                str(fold["fold"]),
+                str(fold["best_epoch"] or "-"),
+                *(f"{fold['test'].get(key, float('nan')):.4f}" for key in keys),
+            ]
+        )
+    rows.append(["mean", "", *(f"{result.mean[key]:.4f}" for key in keys)])
+    rows.append(["std", "", *(f"{result.std[key]:.4f}" for key in keys)])
+    widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+    root = os.path.dirname(result.folds[0]["run_dir"]) if result.folds else run_dir
+    click.echo(f"run folder: {_quote(root)} (kfold.json, one folder per fold)")
+
+
+def register_commands(cli: click.Group) -> None:
+    """Add the job commands to the ``epochal`` group."""
+    path = click.Path(dir_okay=False)
+
+    @cli.command("train")
+    @click.argument("config", required=False, type=path)
+    @_config_options
+    @click.option("--run-dir", type=click.Path(file_okay=False), help="Folder for this run.")
+    @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+    @_debug_option
+    @functools.wraps(train_command)
+    def train(**kwargs: Any) -> None:
+        train_command(**kwargs)
+
+    @cli.command("resume")
+    @click.argument("run_dir", type=click.Path(file_okay=False))
+    @click.option("--epochs", type=click.IntRange(min=1), help="Train up to this many epochs.")
+    @_debug_option
+    @functools.wraps(resume_command)
+    def resume(**kwargs: Any) -> None:
+        resume_command(**kwargs)
+
+    @cli.command("predict")
+    @click.argument("run_dir", type=click.Path(file_okay=False))
+    @click.option("--data", required=True, help="Data set name, or a .npy/.npz/.csv file.")
+    @click.option("--out", required=True, type=path, help="Output file (.npy or .csv).")
+    @click.option(
+        "--checkpoint",
+        type=click.Choice(["best", "last"]),
+        default="best",
+        show_default=True,
+        help="Which checkpoint to predict with.",
+    )
+    @_debug_option
+    @functools.wraps(predict_command)
+    def predict(**kwargs: Any) -> None:
+        predict_command(**kwargs)
+
+    @cli.command("kfold")
+    @click.argument("config", required=False, type=path)
+    @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True)
+    @_config_options
+    @click.option("--stratified", is_flag=True, help="Keep each class's share in every fold.")
+    @click.option("--run-dir", type=click.Path(file_okay=False), help="Folder for the folds.")
+    @_debug_option
+    @functools.wraps(kfold_command)
+    def kfold(**kwargs: Any) -> None:
+        kfold_command(**kwargs)

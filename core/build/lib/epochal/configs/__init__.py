@@ -1,0 +1,1 @@
+"""Job configs shipped with epochal: ``default.toml`` is what ``epochal train`` runs."""

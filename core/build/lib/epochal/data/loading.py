@@ -1,0 +1,271 @@
+"""What runs in the augmentation workers, and the augmenters that surface their errors.
+
+Each worker runs its own copy of :class:`EpochDataLoader` and takes batches
+``thread_id, thread_id + n, ...`` of the epoch; batchgenerators reads the worker
+queues round-robin, so batches arrive in order and each sample comes exactly
+once. Augmentation randomness is seeded per *batch*, so an epoch is the same
+whatever the number of workers.
+
+A worker that raises sends its exception instead of a batch; the augmenter
+raises it in the main process as a :class:`~epochal.errors.DataWorkerError`
+chained to the original, with the worker's traceback in the message.
+"""
+
+from __future__ import annotations
+
+import atexit
+import pickle
+import queue as thread_queue
+import random
+import threading
+import traceback
+import weakref
+from multiprocessing import Process, Queue
+from typing import Any
+
+import numpy as np
+from batchgenerators.dataloading import multi_threaded_augmenter as _bg
+from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
+from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+
+from epochal.errors import DataWorkerError
+
+__all__ = [
+    "EpochDataLoader",
+    "EpochMultiThreadedAugmenter",
+    "EpochSingleThreadedAugmenter",
+    "WorkerFailure",
+]
+
+_FAILURE_KEY = "__epochal_worker_failure__"
+
+# Augmenters whose workers are running. At interpreter exit multiprocessing
+# kills daemon workers, possibly mid-write of a batch, and batchgenerators'
+# cleanup then blocks forever reading the half-written message. Closing the
+# live ones first (atexit runs this before multiprocessing's own handler,
+# which was registered earlier, at its import) makes exit clean.
+_LIVE_AUGMENTERS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_augmenters() -> None:
+    for augmenter in list(_LIVE_AUGMENTERS):
+        augmenter.close()
+
+
+class WorkerFailure:
+    """A worker's exception, made safe to send through a queue."""
+
+    def __init__(self, exc: BaseException, worker: int, batch_nr: int, in_worker: bool) -> None:
+        self.worker = worker
+        self.batch_nr = batch_nr
+        self.in_worker = in_worker
+        self.type_name = type(exc).__name__
+        self.message = str(exc)
+        self.traceback = "".join(traceback.format_exception(exc))
+        try:
+            self.pickled: bytes | None = pickle.dumps(exc)
+        except Exception:  # noqa: BLE001 - unpicklable exceptions travel as text
+            self.pickled = None
+
+    def error(self) -> DataWorkerError:
+        where = f"data worker {self.worker}" if self.in_worker else "the data loader"
+        text = (
+            f"{where} failed on batch {self.batch_nr}: {self.type_name}: {self.message}\n"
+            f"--- traceback in the worker ---\n{self.traceback.rstrip()}\n"
+            "(set n_process_augmentation=0 to run the data pipeline in the main process "
+            "and debug it there)"
+        )
+        error = DataWorkerError(text)
+        if self.pickled is not None:
+            try:
+                error.__cause__ = pickle.loads(self.pickled)
+            except Exception:  # noqa: BLE001 - the text above still says what happened
+                pass
+        return error
+
+
+class EpochDataLoader(SlimDataLoaderBase):
+    """One epoch of batches from ``dataset`` in the order ``indices``.
+
+    Subclass and override :meth:`load_batch` to change how a batch is built;
+    pass the subclass as ``DataManager(data_loader_cls=...)``.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        indices: np.ndarray,
+        transforms: Any = None,
+        seed: int = 0,
+        num_workers: int = 1,
+    ) -> None:
+        super().__init__(dataset, batch_size, max(1, num_workers))
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.transforms = transforms
+        self.seed = int(seed)
+        self.n_batches = -(-len(self.indices) // batch_size)
+        self._next_batch_nr: int | None = None
+        self._failed = False
+        self._in_worker = False
+
+    def set_thread_id(self, thread_id: int) -> None:
+        # batchgenerators calls this only inside a worker process.
+        super().set_thread_id(thread_id)
+        self._in_worker = True
+
+    def generate_train_batch(self) -> dict[str, Any]:
+        if self._next_batch_nr is None:
+            self._next_batch_nr = self.thread_id
+        batch_nr = self._next_batch_nr
+        if self._failed or batch_nr >= self.n_batches:
+            raise StopIteration
+        self._next_batch_nr += self.number_of_threads_in_multithreaded
+        try:
+            return self.load_batch(batch_nr)
+        except Exception as exc:  # noqa: BLE001 - sent to the main process, raised there
+            self._failed = True
+            return {_FAILURE_KEY: WorkerFailure(exc, self.thread_id, batch_nr, self._in_worker)}
+
+    def batch_indices(self, batch_nr: int) -> np.ndarray:
+        start = batch_nr * self.batch_size
+        return self.indices[start : start + self.batch_size]
+
+    def load_batch(self, batch_nr: int) -> dict[str, Any]:
+        """Gather batch ``batch_nr`` and apply the transforms with its own seed."""
+        batch = self._data.get_batch(self.batch_indices(batch_nr))
+        if self.transforms is None:
+            return batch
+        return self._transform(batch, batch_nr)
+
+    def _transform(self, batch: dict[str, Any], batch_nr: int) -> dict[str, Any]:
+        # batchgenerators transforms draw from numpy's *and* Python's global
+        # RNGs. Seeding both per batch makes an epoch independent of the worker
+        # count (and keeps forked workers from sharing Python's RNG state). In a
+        # worker those RNGs are ours; in the main process the user's come back.
+        batch_seed = int(np.random.SeedSequence([self.seed, batch_nr]).generate_state(1)[0])
+        saved = None if self._in_worker else (np.random.get_state(), random.getstate())
+        np.random.seed(batch_seed)
+        random.seed(batch_seed)
+        try:
+            result = self.transforms(**batch)
+        finally:
+            if saved is not None:
+                np.random.set_state(saved[0])
+                random.setstate(saved[1])
+        if not isinstance(result, dict):
+            raise TypeError(
+                f"transform {type(self.transforms).__name__} returned {type(result).__name__}; "
+                "batchgenerators transforms must return the batch dict"
+            )
+        return result
+
+
+def _raise_if_failed(item: Any) -> Any:
+    if type(item) is dict and _FAILURE_KEY in item:
+        raise item[_FAILURE_KEY].error()
+    return item
+
+
+class EpochSingleThreadedAugmenter(SingleThreadedAugmenter):
+    """batchgenerators' in-process augmenter, with epochal's error reporting."""
+
+    def __next__(self) -> dict[str, Any]:
+        return _raise_if_failed(super().__next__())
+
+    def close(self) -> None:
+        """Nothing to stop: no worker processes (same interface as the multi-process one)."""
+
+
+class EpochMultiThreadedAugmenter(MultiThreadedAugmenter):
+    """batchgenerators' multi-process augmenter for one epoch.
+
+    Raises the worker's own exception (as :class:`DataWorkerError`), reports
+    workers that died with their exit codes, and shuts its workers down as
+    soon as the epoch ends or fails, so no process outlives it.
+    """
+
+    def _start(self) -> None:
+        # batchgenerators' own _start forks inside threadpool_limits(1). Leaving
+        # that block rebuilds numpy's and scipy's OpenBLAS thread pools in the
+        # main process, whose new threads spin ~100 ms each: every epoch, on
+        # every core but one (measured: 0.85x torch's DataLoader at 2 workers,
+        # 0.99x without it). So the workers are started here the same way, minus
+        # the limit; like DataLoader's workers, they inherit the BLAS settings.
+        if self.was_initialized:
+            return
+        self._finish()
+        self.abort_event.clear()
+        self.pause_event.clear()
+        self._queue_ctr = 0
+        self._end_ctr = 0
+        for worker in range(self.num_processes):
+            self._queues.append(Queue(self.num_cached_per_queue))
+            process = Process(
+                target=_bg.producer,
+                args=(
+                    self._queues[worker],
+                    self.generator,
+                    self.transform,
+                    worker,
+                    self.seeds[worker],
+                    self.abort_event,
+                    self.pause_event,
+                    self.wait_time,
+                ),
+                daemon=True,
+            )
+            self._processes.append(process)
+            process.start()
+        gpu = None
+        if self.pin_memory and _bg.torch is not None and _bg.torch.cuda.is_available():
+            gpu = _bg.torch.cuda.current_device()
+        self.pin_memory_queue = thread_queue.Queue(
+            max(3, self.num_cached_per_queue * self.num_processes // 2)
+        )
+        self.pin_memory_thread = threading.Thread(
+            target=_bg.results_loop,
+            args=(
+                self._queues,
+                self.pin_memory_queue,
+                self.abort_event,
+                self.pin_memory,
+                gpu,
+                self.wait_time,
+                self._processes,
+            ),
+            daemon=True,
+        )
+        self.pin_memory_thread.start()
+        self.was_initialized = True
+        self._epochal_workers = list(self._processes)
+        _LIVE_AUGMENTERS.add(self)
+
+    def close(self) -> None:
+        """Stop the workers now (the trainer calls this when an epoch ends or fails)."""
+        self._finish()
+
+    def __next__(self) -> dict[str, Any]:
+        try:
+            item = super().__next__()
+        except StopIteration:
+            self._finish()
+            raise
+        except RuntimeError as exc:
+            workers = getattr(self, "_epochal_workers", [])
+            self._finish()
+            codes = [worker.exitcode for worker in workers]
+            dead = [f"worker {i} (exit code {code})" for i, code in enumerate(codes) if code]
+            raise DataWorkerError(
+                "data augmentation stopped: "
+                + (", ".join(dead) + " died" if dead else str(exc))
+                + ". A negative exit code is the signal that killed it (-9: out of memory or "
+                "kill -9). Set n_process_augmentation=0 to run the pipeline in the main process."
+            ) from None
+        try:
+            return _raise_if_failed(item)
+        except DataWorkerError:
+            self._finish()
+            raise

@@ -1,0 +1,499 @@
+"""``Experiment``: delira's experiment, framework-neutral: run, resume, test and k-fold.
+
+The backend's trainer comes from the registry by name (``backend="torch"``); models, losses,
+metrics and optimizers may be given as objects or by name (:mod:`epochal.components`). Each
+run gets its own folder: ``config.toml``, checkpoints, ``metrics.csv``, TensorBoard events,
+``curves.png`` (with epochal-callbacks) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import inspect
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from epochal.components import (
+    KINDS,
+    build_component,
+    check_kwargs,
+    resolve_component,
+    seed_everything,
+)
+from epochal.errors import ConfigError
+from epochal.files import atomic_write
+from epochal.params import Parameters
+from epochal.runs import (
+    KFoldResult,
+    RunRecorder,
+    RunResult,
+    _jsonable,
+    backend_trainer,
+    new_run_dir,
+    read_summary,
+    versions,
+    write_summary,
+)
+
+__all__ = ["Experiment", "KFoldResult", "RunResult"]
+
+#: Training-group keys the experiment itself reads (delira's names and ours).
+TRAINING_KEYS = {
+    "num_epochs",
+    "n_epochs",
+    "batch_size",
+    "val_batch_size",
+    "val_score_key",
+    "val_score_mode",
+    "num_workers",
+}
+
+
+class Experiment:
+    """Sets up and runs trainings of one model (delira's ``Experiment`` API, any backend).
+
+    Args:
+        params: :class:`Parameters`, a ``{"model": ..., "training": ...}`` dict, or a TOML path.
+            ``model`` holds the model's keyword arguments; ``training`` the losses,
+            optimizer, metrics, scheduler, batch sizes and any trainer keyword argument.
+        model_cls: the network class (or factory), or its name for the backend (``"mlp"``).
+        n_epochs: epochs per run (default: ``training.num_epochs``).
+        name: the experiment's name, the folder under ``save_path`` that holds its runs.
+        save_path: where runs go (default ``./runs``).
+        key_mapping: delira's; epochal's trainers feed ``batch["data"]`` to the network.
+        val_score_key: the validation metric that picks the best epoch (default: the
+            ``training.val_score_key``, else the first metric, else the first loss).
+        optim_builder: ``optim_fn`` for the trainer (default: the backend's).
+        checkpoint_freq: write ``checkpoint_epoch_<n>`` every this many epochs.
+        trainer_cls: the trainer class (default: the one registered as ``backend``).
+        backend: the registered backend name (``"torch"``, ``"tf"``, a plugin's).
+        **kwargs: trainer keyword arguments (``gpu_ids``, ``mixed_precision``,
+            ``callbacks``, ...), plus ``seed`` and ``val_score_mode``.
+    """
+
+    def __init__(
+        self,
+        params: Parameters | Mapping[str, Any] | str | os.PathLike[str],
+        model_cls: Any,
+        n_epochs: int | None = None,
+        name: str | None = None,
+        save_path: str | os.PathLike[str] | None = None,
+        key_mapping: Mapping[str, str] | None = None,
+        val_score_key: str | None = None,
+        optim_builder: Callable[..., Any] | None = None,
+        checkpoint_freq: int = 1,
+        trainer_cls: type | None = None,
+        backend: str = "torch",
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(params, (str, os.PathLike)):
+            params = Parameters.load(params)
+        elif not isinstance(params, Parameters):
+            params = Parameters.from_dict(params)
+        self.params = params
+        self.backend = backend
+        self.trainer_cls = trainer_cls if trainer_cls is not None else backend_trainer(backend)
+        self.model_cls = resolve_component(self.trainer_cls, "models", model_cls, "model")
+        training = params.training_kwargs
+        self.n_epochs = n_epochs or training.get("num_epochs") or training.get("n_epochs")
+        self.name = name or getattr(self.model_cls, "__name__", "experiment")
+        self.save_path = os.fspath(save_path) if save_path is not None else "runs"
+        self.key_mapping = dict(key_mapping) if key_mapping else None
+        self.val_score_key = val_score_key or training.get("val_score_key") or self._first_score()
+        self.optim_builder = optim_builder
+        self.checkpoint_freq = checkpoint_freq
+        self.seed: int | None = kwargs.pop("seed", None)
+        self.val_score_mode: str | None = kwargs.pop("val_score_mode", None)
+        self.kwargs = kwargs
+        #: The resolved config this experiment was built from (set by ``from_config``); lets
+        #: ``run``/``resume``/``kfold`` build their data and write ``config.toml``.
+        self.config: dict[str, Any] | None = None
+        self.last_run: RunResult | None = None
+
+    @classmethod
+    def from_config(cls, config: Any, overrides: Iterable[str] = ()) -> Experiment:
+        """From a TOML file, a config dict or the embedded default (``None``); ``overrides``
+        are ``"dotted.key=value"`` strings."""
+        from epochal.config import experiment_from_config, load_config
+
+        return experiment_from_config(load_config(config, overrides))
+
+    # -- setting up ------------------------------------------------------------------------
+
+    def _first_score(self) -> str | None:
+        training = self.params.training_kwargs
+        for group in ("metrics", "val_metrics", "losses"):
+            if training.get(group):
+                return sorted(training[group])[0]
+        return None
+
+    def _score_mode(self) -> str:
+        mode = self.val_score_mode or self.params.training_kwargs.get("val_score_mode")
+        if mode:
+            return mode
+        losses = self.params.training_kwargs.get("losses") or {}
+        key = (self.val_score_key or "").removeprefix("val_")
+        return "lowest" if key in losses else "highest"  # a loss falls, a metric rises
+
+    def _build_named(self, group: str, kind: str, specs: Any) -> dict[str, Any]:
+        if specs is None:
+            return {}
+        if not isinstance(specs, Mapping):
+            raise ConfigError(
+                f"training.{group} must be a table name -> {KINDS[kind]}, e.g. "
+                f"{{CE = 'cross_entropy'}}, got {specs!r}"
+            )
+        return {
+            name: build_component(self.trainer_cls, kind, spec, f"training.{group}.{name}")
+            for name, spec in specs.items()
+        }
+
+    def trainer_kwargs(self, params: Parameters | None = None) -> dict[str, Any]:
+        """The trainer's keyword arguments from ``params`` (names resolved for the backend).
+
+        Only what the training group gives is passed; a key the trainer does not take, or a
+        required trainer argument the group lacks, is a :class:`ConfigError` naming it.
+        """
+        training = dict((params or self.params).training_kwargs)
+        for alias, name in (
+            ("lr_sched_cls", "lr_scheduler_cls"),
+            ("lr_sched_params", "lr_scheduler_params"),
+        ):
+            if alias in training:
+                training.setdefault(name, training.pop(alias))
+        metrics = {
+            **(training.pop("train_metrics", None) or {}),
+            **(training.pop("val_metrics", None) or {}),
+        }
+        metrics.update(training.pop("metrics", None) or {})
+        kwargs: dict[str, Any] = {"save_freq": self.checkpoint_freq}
+        if "losses" in training:
+            kwargs["losses"] = self._build_named("losses", "losses", training.pop("losses"))
+        if metrics:
+            kwargs["metrics"] = self._build_named("metrics", "metrics", metrics)
+        if "optimizer_cls" in training:
+            optimizer = resolve_component(
+                self.trainer_cls,
+                "optimizers",
+                training.pop("optimizer_cls"),
+                "training.optimizer_cls",
+            )
+            kwargs["optimizer_cls"] = optimizer
+            kwargs["optimizer_params"] = dict(training.pop("optimizer_params", None) or {})
+            check_kwargs(optimizer, kwargs["optimizer_params"], "training.optimizer_params")
+        if self.optim_builder is not None:
+            kwargs["optim_fn"] = self.optim_builder
+        for key in TRAINING_KEYS:  # read by the experiment, not by the trainer
+            training.pop(key, None)
+        kwargs.update(training)
+        kwargs.update(self.kwargs)
+        signature = inspect.signature(self.trainer_cls).parameters
+        if "losses" not in signature and "criterions" in signature and "losses" in kwargs:
+            kwargs["criterions"] = kwargs.pop("losses")  # delira's PyTorch name
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values())
+        internal = {"self", "kwargs", "network", "save_path"}
+        for key in kwargs:
+            if key not in signature and not takes_any:
+                allowed = sorted((set(TRAINING_KEYS) | set(signature)) - internal)
+                raise ConfigError(
+                    f"training.{key}: {self.trainer_cls.__name__} takes no argument {key!r}; "
+                    f"allowed: {', '.join(allowed)}"
+                )
+        for name, parameter in signature.items():
+            required = parameter.default is inspect.Parameter.empty and parameter.kind in (
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                inspect.Parameter.KEYWORD_ONLY,
+            )
+            if required and name not in internal and name not in kwargs:
+                key = "losses" if name == "criterions" else name
+                raise ConfigError(
+                    f"training.{key} is missing: {self.trainer_cls.__name__} needs it "
+                    f"(e.g. optimizer_cls = 'Adam', losses = {{CE = 'cross_entropy'}})"
+                )
+        return kwargs
+
+    def build_network(self, params: Parameters | None = None) -> Any:
+        """The model, built from the ``model`` group (seeded first when ``seed`` is set)."""
+        if self.seed is not None:
+            seed_everything(self.trainer_cls, self.seed)
+        model_kwargs = (params or self.params).model_kwargs
+        check_kwargs(self.model_cls, model_kwargs, "model")
+        return self.model_cls(**model_kwargs)
+
+    def setup(self, params: Parameters | None = None, training: bool = True, **kwargs: Any) -> Any:
+        """A trainer for a fresh network (delira's ``setup``); ``kwargs`` go to the trainer."""
+        params = params or self.params
+        trainer_kwargs = self.trainer_kwargs(params)
+        trainer_kwargs.update(kwargs)
+        network = trainer_kwargs.pop("network", None) or self.build_network(params)
+        save_path = trainer_kwargs.pop("save_path", None)
+        try:
+            return self.trainer_cls(network, save_path, **trainer_kwargs)
+        except TypeError as exc:  # an argument the trainer refuses: a config problem
+            raise ConfigError(f"training: {exc}") from exc
+
+    def _callbacks(self, n_batches: int | None = None) -> list[object]:
+        if self.config is None:
+            return []
+        from epochal.config import build_callbacks
+
+        return build_callbacks(self.config, self._score_mode(), self.val_score_key, n_batches)
+
+    def _data(self, train_data: Any, val_data: Any) -> tuple[Any, Any]:
+        if train_data is None:
+            if self.config is None:
+                raise ConfigError(
+                    "no training data: pass train_data, or build the experiment with "
+                    "Experiment.from_config so that it knows its data"
+                )
+            from epochal.config import build_data
+
+            return build_data(self.config, self.seed)
+        training = self.params.training_kwargs
+        batch_size = int(training.get("batch_size", 64))
+        val_batch = int(training.get("val_batch_size", max(batch_size, 256)))
+        workers = int(training.get("num_workers", 0))
+        return (
+            _as_manager(train_data, batch_size, workers, "random", self.seed),
+            _as_manager(val_data, val_batch, 0, "sequential", None)
+            if val_data is not None
+            else None,
+        )
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        train_data: Any = None,
+        val_data: Any = None,
+        params: Parameters | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Train in a new run folder and return the best network (``last_run`` has the rest).
+
+        ``train_data``/``val_data``: data managers or datasets (wrapped with the training
+        group's ``batch_size``); left out, they come from the config.
+        """
+        num_epochs = kwargs.pop("num_epochs", None)
+        train, val = self._data(train_data, val_data)
+        callbacks = self._callbacks(getattr(train, "n_batches", None))
+        # Everything is built before the folder exists: a config error leaves no empty run.
+        run_dir = os.fspath(run_dir) if run_dir else new_run_dir(self.save_path, self.name)
+        trainer = self.setup(params, save_path=run_dir, **kwargs)
+        for callback in callbacks:
+            trainer.register_callback(callback)
+        os.makedirs(run_dir, exist_ok=True)
+        self._write_config(run_dir, params)
+        return self._train(trainer, run_dir, train, val, num_epochs)
+
+    def resume(
+        self,
+        run_dir: str | os.PathLike[str],
+        train_data: Any = None,
+        val_data: Any = None,
+        num_epochs: int | None = None,
+    ) -> Any:
+        """Continue the run in ``run_dir`` from its ``checkpoint_last`` to ``num_epochs``."""
+        run_dir = os.fspath(run_dir)
+        last = self._find_checkpoint(run_dir, "checkpoint_last")
+        if last is None:
+            raise ConfigError(
+                f"{run_dir} has no checkpoint_last: it never finished an epoch. Start it again "
+                f"with `epochal train`."
+            )
+        train, val = self._data(train_data, val_data)
+        seed_everything(self.trainer_cls, self.seed or 0)
+        trainer = self.setup(save_path=run_dir)
+        for callback in self._callbacks(getattr(train, "n_batches", None)):
+            trainer.register_callback(callback)  # before the state load: they have state too
+        trainer.update_state(last)
+        return self._train(trainer, run_dir, train, val, num_epochs, resumed=True)
+
+    def _find_checkpoint(self, run_dir: str, stem: str) -> str | None:
+        for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else ():
+            if name == stem or (name.startswith(stem + ".") and not name.endswith(".tmp")):
+                return os.path.join(run_dir, stem)
+        return None
+
+    def restore(self, run_dir: str | os.PathLike[str], checkpoint: str = "best") -> Any:
+        """A trainer holding the weights of ``checkpoint_<checkpoint>`` in ``run_dir`` (falls
+        back to ``checkpoint_last`` when the run tracked no best), ready to ``predict``."""
+        run_dir = os.fspath(run_dir)
+        found = self._find_checkpoint(run_dir, f"checkpoint_{checkpoint}")
+        found = found or self._find_checkpoint(run_dir, "checkpoint_last")
+        if found is None:
+            raise ConfigError(f"{run_dir} holds no checkpoint (checkpoint_{checkpoint} or _last)")
+        trainer = self.setup(callbacks=self._callbacks())
+        trainer.update_state(found)  # the callbacks only claim their state; they never run
+        return trainer
+
+    def _train(
+        self,
+        trainer: Any,
+        run_dir: str,
+        train: Any,
+        val: Any,
+        num_epochs: int | None,
+        resumed: bool = False,
+    ) -> Any:
+        num_epochs = num_epochs or self.n_epochs
+        if num_epochs is None:
+            raise ConfigError("the number of epochs is not set: training.num_epochs = 20")
+        recorder = RunRecorder()
+        trainer.register_callback(recorder)
+        previous = read_summary(run_dir) if resumed else {}
+        started = time.perf_counter()
+        summary: dict[str, Any] = {
+            "name": self.name,
+            "backend": self.backend,
+            "status": "running",
+            "num_epochs": int(num_epochs),
+            "val_score_key": self.val_score_key,
+            "val_score_mode": self._score_mode(),
+            "started": previous.get("started") or _dt.datetime.now().isoformat(timespec="seconds"),
+            "versions": versions(self.trainer_cls),
+        }
+        if resumed:
+            summary["resumed_at_epoch"] = trainer.start_epoch  # the first epoch trained now
+        try:
+            network = trainer.train(
+                int(num_epochs),
+                train,
+                val,
+                self.val_score_key if val is not None else None,
+                self._score_mode(),
+            )
+            summary["status"] = "stopped early" if trainer.state.get("stop_training") else "done"
+        except BaseException as exc:
+            summary["status"] = "failed" if not isinstance(exc, KeyboardInterrupt) else "stopped"
+            summary["error"] = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            summary.update(
+                epochs_run=(recorder.epochs[-1] if recorder.epochs else previous.get("epochs_run")),
+                best_epoch=trainer.best_epoch,
+                best_val_score=trainer.best_val_score,
+                last_metrics=recorder.last or previous.get("last_metrics", {}),
+                wall_seconds=round(
+                    time.perf_counter() - started + previous.get("wall_seconds", 0.0), 3
+                ),
+                finished=_dt.datetime.now().isoformat(timespec="seconds"),
+            )
+            write_summary(run_dir, summary)
+        self.last_run = RunResult(run_dir, trainer, network, summary)
+        return network
+
+    # -- run folder files ------------------------------------------------------------------
+
+    def _write_config(self, run_dir: str, params: Parameters | None) -> None:
+        import tomli_w
+
+        from epochal.config import config_for_saving
+
+        config = config_for_saving(self, params)
+        with atomic_write(os.path.join(run_dir, "config.toml")) as handle:
+            handle.write(tomli_w.dumps(config).encode())
+
+    # -- testing and cross-validation ------------------------------------------------------
+
+    def test(
+        self, network: Any, test_data: Any, metrics: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> tuple[Any, list[Any], dict[str, float]]:
+        """Predict ``test_data`` with ``network``; returns ``trainer.predict``'s
+        ``(predictions, labels, mean losses and metrics)``. ``metrics`` may use names."""
+        trainer_kwargs = self.trainer_kwargs()
+        trainer_kwargs["metrics"] = (
+            self._build_named("metrics", "metrics", metrics or {}) or (trainer_kwargs["metrics"])
+        )
+        trainer_kwargs.update(kwargs)
+        trainer = self.trainer_cls(network, None, **trainer_kwargs)
+        batch_size = int(self.params.training_kwargs.get("val_batch_size", 256))
+        manager = _as_manager(test_data, batch_size, 0, "sequential", None)
+        from epochal.data.batching import closing_batchgen
+
+        with closing_batchgen(manager.get_batchgen()) as batchgen:
+            return trainer.predict(batchgen)
+
+    def kfold(
+        self,
+        data: Any = None,
+        metrics: Mapping[str, Any] | None = None,
+        num_epochs: int | None = None,
+        num_splits: int = 5,
+        shuffle: bool = True,
+        random_seed: int | None = None,
+        split_type: str = "random",
+        val_split: float | None = 0.2,
+        label_key: str = "label",
+        run_dir: str | os.PathLike[str] | None = None,
+    ) -> KFoldResult:
+        """Train and test on ``num_splits`` folds of ``data`` (a dataset or data manager; from
+        the config if left out); ``val_split`` of each fold's training part validates."""
+        if split_type not in ("random", "stratified"):
+            raise ConfigError(f"split_type must be 'random' or 'stratified', got {split_type!r}")
+        if isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 2:
+            raise ConfigError(f"num_splits must be an integer >= 2, got {num_splits!r}")
+        dataset = self._kfold_dataset(data)
+        seed = random_seed if random_seed is not None else self.seed
+        if split_type == "stratified":
+            folds = dataset.stratified_kfold(num_splits, shuffle, seed, label_key=label_key)
+        else:
+            folds = dataset.kfold(num_splits, shuffle, seed)
+        root = os.fspath(run_dir) if run_dir else new_run_dir(self.save_path, self.name + "-kfold")
+        result = KFoldResult()
+        for fold, (train_part, test_part) in enumerate(folds):
+            val_part = None
+            if val_split:
+                stratify = label_key if split_type == "stratified" else None
+                train_part, val_part = train_part.train_test_split(
+                    test_size=val_split, random_state=seed, stratify=stratify
+                )
+            fold_dir = os.path.join(root, f"fold_{fold}")
+            network = self.run(
+                train_part, val_part, run_dir=fold_dir, num_epochs=num_epochs, fold=fold
+            )
+            assert self.last_run is not None
+            _, _, scores = self.test(network, test_part, metrics)
+            result.folds.append(
+                {
+                    "fold": fold,
+                    "run_dir": fold_dir,
+                    "best_epoch": self.last_run.best_epoch,
+                    "best_val_score": self.last_run.best_val_score,
+                    "test": scores,
+                }
+            )
+        keys = sorted({key for fold in result.folds for key in fold["test"]})
+        for key in keys:
+            values = [fold["test"][key] for fold in result.folds if key in fold["test"]]
+            mean = sum(values) / len(values)
+            result.mean[key] = mean
+            result.std[key] = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        with atomic_write(os.path.join(root, "kfold.json")) as handle:
+            handle.write(json.dumps(result.as_dict(), indent=2, default=_jsonable).encode())
+        return result
+
+    def _kfold_dataset(self, data: Any) -> Any:
+        if data is None:
+            if self.config is None:
+                raise ConfigError("kfold needs data, or an experiment built with from_config")
+            from epochal.config import build_dataset
+
+            return build_dataset(self.config)
+        dataset = getattr(data, "dataset", data)
+        if not hasattr(dataset, "kfold"):
+            raise TypeError(f"kfold needs a dataset or a DataManager, got {type(data).__name__}")
+        return dataset
+
+
+def _as_manager(data: Any, batch_size: int, workers: int, sampler: str, seed: int | None) -> Any:
+    if hasattr(data, "get_batchgen"):
+        return data
+    from epochal.data import DataManager
+
+    return DataManager(data, min(batch_size, len(data)), workers, sampler_cls=sampler, seed=seed)

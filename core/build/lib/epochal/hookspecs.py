@@ -1,0 +1,209 @@
+"""The contract between the trainer and its plugins.
+
+Two kinds of hooks live here. *Registration hooks* are called whenever a
+registry is built and hand a plugin a ``register`` callable (the llm/datasette
+pattern). *Life-cycle hooks* are called by :class:`~epochal.trainer.AbstractNetworkTrainer`
+at the moment they are named after, on a per-trainer plugin manager that holds
+the global plugins plus the callbacks registered on that trainer.
+
+Every hook a plugin implements must be marked with :data:`hookimpl`
+(``from epochal import hookimpl``) and use argument names from the spec; a
+plugin may take any subset of the arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
+    import click
+
+    from epochal.trainer import AbstractNetworkTrainer
+
+__all__ = [
+    "PROJECT_NAME",
+    "epochal_at_batch_end",
+    "epochal_at_epoch_begin",
+    "epochal_at_epoch_end",
+    "epochal_at_training_begin",
+    "epochal_at_training_end",
+    "epochal_load_state_dict",
+    "epochal_register_callbacks",
+    "epochal_register_commands",
+    "epochal_register_datasets",
+    "epochal_register_samplers",
+    "epochal_register_trainers",
+    "epochal_setup",
+    "epochal_state_dict",
+    "hookimpl",
+    "hookspec",
+]
+
+PROJECT_NAME = "epochal"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+#: ``register(name, obj)``: ``obj`` is the object itself or a ``"module:attr"``
+#: string that is imported only when the name is looked up.
+Register = Callable[[str, Any], None]
+
+
+# --- registration hooks -------------------------------------------------------
+
+
+@hookspec
+def epochal_register_trainers(register: Register) -> None:
+    """Register training backends by name.
+
+    Fires whenever the trainer registry is built (``epochal plugins``, an
+    experiment picking its backend). Call ``register("torch",
+    "epochal_torch.trainer:PyTorchNetworkTrainer")`` once per backend; pass a
+    ``"module:attr"`` string so that listing plugins does not import the
+    framework. The return value is ignored.
+    """
+
+
+@hookspec
+def epochal_register_callbacks(register: Register) -> None:
+    """Register callbacks by name so configs can say ``name = "early_stopping"``.
+
+    Fires whenever the callback registry is built. ``register(name, cls)`` with
+    a callback class (or factory, or ``"module:attr"`` string); the registry
+    calls it with the config's keyword arguments. The return value is ignored.
+    """
+
+
+@hookspec
+def epochal_register_datasets(register: Register) -> None:
+    """Register datasets by name (``"digits"`` ships in the core).
+
+    Fires whenever the dataset registry is built. ``register(name, factory)``
+    where ``factory(**kwargs)`` returns an :class:`~epochal.data.AbstractDataset`.
+    The return value is ignored.
+    """
+
+
+@hookspec
+def epochal_register_samplers(register: Register) -> None:
+    """Register samplers by name (``"sequential"``, ``"random"``, ... ship in the core).
+
+    Fires whenever the sampler registry is built. ``register(name, cls)`` with
+    an :class:`~epochal.data.AbstractSampler` subclass (or ``"module:attr"``),
+    so configs can say ``sampler = "balanced"``. The return value is ignored.
+    """
+
+
+@hookspec
+def epochal_register_commands(cli: click.Group) -> None:
+    """Add click commands to the ``epochal`` command line.
+
+    Fires once when the ``epochal`` command group first lists or resolves its
+    commands (not at import). Use ``@cli.command()`` or ``cli.add_command``.
+    A plugin that raises here is reported by ``epochal plugins``; the other
+    commands keep working. The return value is ignored.
+    """
+
+
+# --- life-cycle hooks ---------------------------------------------------------
+
+
+@hookspec
+def epochal_setup(trainer: AbstractNetworkTrainer) -> None:
+    """The backend has built the network and optimizers (end of ``_setup``).
+
+    Use it to attach to the trainer's objects, for example to build an LR
+    scheduler on ``trainer.optimizers``. The return value is ignored.
+    """
+
+
+@hookspec
+def epochal_at_training_begin(trainer: AbstractNetworkTrainer) -> None:
+    """``train`` is about to run its first epoch (also after a resume).
+
+    ``trainer.start_epoch`` is the first epoch that will run. The return value
+    is ignored.
+    """
+
+
+@hookspec
+def epochal_at_epoch_begin(
+    trainer: AbstractNetworkTrainer,
+    epoch: int,
+    num_epochs: int,
+    metrics_val: dict[str, float],
+    val_score_key: str | None,
+) -> dict[str, Any] | None:
+    """An epoch is about to start; ``metrics_val`` holds the previous epoch's.
+
+    May return a dict that is merged into ``trainer.state`` (for example
+    ``{"stop_training": True}``), or ``None``.
+    """
+
+
+@hookspec
+def epochal_at_batch_end(
+    trainer: AbstractNetworkTrainer,
+    epoch: int,
+    batch_nr: int,
+    losses: dict[str, Any],
+    metrics: dict[str, Any],
+) -> None:
+    """A training batch has been stepped.
+
+    ``losses`` and ``metrics`` are the backend's values for this batch (device
+    tensors for torch; reading them forces a host sync, so read sparingly).
+    The backends dispatch this hook only when some plugin implements it, so it
+    costs nothing otherwise. The return value is ignored.
+    """
+
+
+@hookspec
+def epochal_at_epoch_end(
+    trainer: AbstractNetworkTrainer,
+    epoch: int,
+    num_epochs: int,
+    metrics_train: dict[str, float],
+    metrics_val: dict[str, float],
+    val_score_key: str | None,
+    is_best: bool,
+) -> dict[str, Any] | None:
+    """An epoch has been trained and validated; fires before its checkpoint.
+
+    ``metrics_train`` are the epoch's mean training losses and metrics,
+    ``metrics_val`` the validation ones (keys prefixed ``val_``), ``is_best``
+    whether this epoch has the best validation score so far. May return a dict
+    merged into ``trainer.state``; ``{"stop_training": True}`` ends training
+    after this epoch. State changed here is saved in this epoch's checkpoint.
+    """
+
+
+@hookspec
+def epochal_at_training_end(trainer: AbstractNetworkTrainer) -> None:
+    """The last epoch has finished (or training stopped early).
+
+    Fires before the backend's ``_at_training_end`` picks the network that
+    ``train`` returns. The return value is ignored.
+    """
+
+
+@hookspec
+def epochal_state_dict(trainer: AbstractNetworkTrainer) -> dict[str, Any] | None:
+    """Contribute to a checkpoint that is about to be written.
+
+    Return ``{key: state}`` with a key unique to the plugin and a state made of
+    plain containers, numbers and strings (and the backend's tensors), or
+    ``None``. All contributions are merged; a key returned twice is an error.
+    """
+
+
+@hookspec
+def epochal_load_state_dict(trainer: AbstractNetworkTrainer, state: dict[str, Any]) -> None:
+    """A checkpoint is being restored (``update_state`` / ``_update_state``).
+
+    ``state`` is the merged dict that ``epochal_state_dict`` produced; each
+    plugin picks its own key (absent when the checkpoint predates it). The
+    return value is ignored.
+    """

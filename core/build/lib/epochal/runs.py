@@ -1,0 +1,161 @@
+"""What a run leaves in its folder, and the pieces an experiment builds a run from.
+
+``summary.json`` (status, best epoch and score, wall time, versions), the run folder's name,
+the backend's trainer class looked up by name with an install hint.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from epochal.errors import ConfigError
+from epochal.files import atomic_write
+
+__all__ = [
+    "KFoldResult",
+    "RunRecorder",
+    "RunResult",
+    "backend_trainer",
+    "new_run_dir",
+    "read_summary",
+    "versions",
+    "write_summary",
+]
+
+#: Install hints for the backends epochal ships.
+BACKEND_PACKAGES = {"torch": "epochal-torch", "tf": "epochal-tf"}
+
+
+@dataclass
+class RunResult:
+    """What a run leaves: its folder, trainer, best network and the summary written."""
+
+    run_dir: str | None
+    trainer: Any
+    network: Any
+    summary: dict[str, Any]
+
+    @property
+    def best_val_score(self) -> float | None:
+        return self.summary.get("best_val_score")
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.summary.get("best_epoch")
+
+
+@dataclass
+class KFoldResult:
+    """Per-fold test metrics, and their mean and standard deviation over the folds."""
+
+    folds: list[dict[str, Any]] = field(default_factory=list)
+    mean: dict[str, float] = field(default_factory=dict)
+    std: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"folds": self.folds, "mean": self.mean, "std": self.std}
+
+
+class RunRecorder:
+    """Keeps each epoch's metrics for the summary (a delira-style callback)."""
+
+    state_key = "epochal.run-recorder"
+
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+        self.last: dict[str, float] = {}
+
+    def at_epoch_begin(self, trainer: Any, **kwargs: Any) -> dict:
+        return {}
+
+    def at_epoch_end(
+        self, trainer: Any, epoch: int = 0, metrics_train=None, metrics_val=None, **kwargs: Any
+    ) -> dict:
+        self.epochs.append(epoch)
+        self.last = {**(metrics_train or {}), **(metrics_val or {})}
+        return {}
+
+
+def backend_trainer(backend: str) -> type:
+    """The trainer class registered as ``backend``, or an error that says what to install."""
+    from epochal.registry import trainers
+
+    registry = trainers()
+    if backend not in registry:
+        package = BACKEND_PACKAGES.get(backend)
+        hint = f" Install it: pip install {package}." if package else ""
+        raise ConfigError(
+            f"unknown backend {backend!r}; installed backends: "
+            f"{', '.join(registry.names()) or 'none'}.{hint}"
+        )
+    try:
+        return registry.get(backend)
+    except ImportError as exc:
+        package = BACKEND_PACKAGES.get(backend, "the backend's framework")
+        raise ConfigError(
+            f"the backend {backend!r} is installed but its framework cannot be imported: "
+            f"{exc.__cause__ or exc}. Install it: pip install {package}"
+        ) from None
+
+
+def new_run_dir(save_path: str, name: str) -> str:
+    """``<save_path>/<name>/<date-time>``, made unique with a suffix (not yet created)."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(save_path, name, stamp)
+    candidate, suffix = base, 1
+    while os.path.exists(candidate):
+        suffix += 1
+        candidate = f"{base}-{suffix}"
+    return candidate
+
+
+def versions(trainer_cls: type | None) -> dict[str, str]:
+    """Python, epochal, every epochal plugin distribution and the backend's framework."""
+    import platform
+    from importlib import metadata
+
+    found = {"python": platform.python_version()}
+    for dist in (
+        "epochal",
+        "epochal-torch",
+        "epochal-tf",
+        "epochal-callbacks",
+        "torch",
+        "tensorflow",
+        "keras",
+        "numpy",
+        "batchgenerators",
+    ):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    if trainer_cls is not None:
+        found["trainer"] = f"{trainer_cls.__module__}.{trainer_cls.__qualname__}"
+    return found
+
+
+def write_summary(run_dir: str, summary: dict[str, Any]) -> None:
+    with atomic_write(os.path.join(run_dir, "summary.json")) as handle:
+        handle.write(json.dumps(summary, indent=2, default=_jsonable).encode())
+
+
+def read_summary(run_dir: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(run_dir, "summary.json")) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return str(value)

@@ -1,0 +1,414 @@
+"""AbstractNetworkTrainer: the one train/validate loop every backend shares.
+
+A backend (torch, tf, the numpy example) fills in ``_setup`` (then calls
+``super()._setup()``), ``_train_single_epoch``, ``predict``, ``save_state`` and
+``load_state``; the loop below, the hooks, best-model tracking, checkpoint
+scheduling and resume bookkeeping are written once, here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from epochal.callbacks import (
+    AbstractCallback,
+    BatchCallbackChain,
+    CallbackChain,
+    is_hook_plugin,
+)
+from epochal.data.batching import TimedBatches, closing_batchgen
+from epochal.errors import PluginError
+from epochal.plugins import (
+    EpochalPluginManager,
+    build_trainer_plugin_manager,
+    get_plugin_manager,
+)
+
+__all__ = ["VAL_PREFIX", "VAL_SCORE_MODES", "AbstractNetworkTrainer"]
+
+VAL_SCORE_MODES = ("highest", "lowest")
+VAL_PREFIX = "val_"
+
+
+def _check_mode(mode: object) -> None:
+    if mode not in VAL_SCORE_MODES:
+        raise ValueError(
+            f"val_score_mode must be one of {VAL_SCORE_MODES}, got {mode!r}: use 'highest' for "
+            "scores such as accuracy and 'lowest' for losses"
+        )
+
+
+class AbstractNetworkTrainer:
+    """The framework-neutral trainer (delira's ``AbstractNetworkTrainer`` API).
+
+    Args:
+        fold: which cross-validation fold this trainer trains (kept for naming).
+        callbacks: callbacks registered with :meth:`register_callback`.
+        save_path: run folder for checkpoints; ``None`` saves nothing.
+        save_freq: write ``checkpoint_epoch_<n>`` every ``save_freq`` epochs.
+        start_epoch: first epoch ``train`` runs (a resume sets it).
+        plugin_manager: the global plugins to start from (default: the process-wide one).
+    """
+
+    def __init__(
+        self,
+        fold: int = 0,
+        callbacks: Iterable[object] | None = None,
+        *,
+        save_path: str | os.PathLike[str] | None = None,
+        save_freq: int = 1,
+        start_epoch: int = 1,
+        plugin_manager: EpochalPluginManager | None = None,
+    ) -> None:
+        if isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1:
+            raise ValueError(f"save_freq must be a positive integer (epochs), got {save_freq!r}")
+        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 1:
+            raise ValueError(f"start_epoch must be an integer >= 1, got {start_epoch!r}")
+        self.fold = fold
+        self.save_path = os.fspath(save_path) if save_path is not None else None
+        self.save_freq = save_freq
+        self.start_epoch = start_epoch
+        self.best_val_score: float | None = None
+        self.best_epoch: int | None = None
+        #: What callbacks returned (``stop_training`` and friends); never trainer attributes.
+        #: The loop also puts each epoch's ``train_seconds`` and ``val_seconds`` here, and
+        #: ``data_wait_seconds`` when :attr:`time_data_wait` is set.
+        self.state: dict[str, Any] = {"stop_training": False}
+        #: Measure the time ``_train_single_epoch`` waits for batches (costs ~1 µs a batch,
+        #: so it is off unless a plugin such as a timer asks for it).
+        self.time_data_wait = False
+        self._callbacks: list[object] = []
+        #: Set by ``train``: what the current run monitors, for callbacks that follow it.
+        self.val_score_key: str | None = None
+        self.val_score_mode = "highest"
+        self._plugin_manager = build_trainer_plugin_manager(plugin_manager or get_plugin_manager())
+        self._callback_chain = CallbackChain()
+        self._plugin_manager.register(self._callback_chain, "epochal.trainer-callbacks")
+        self._refresh_hooks()
+        for callback in callbacks or ():
+            self.register_callback(callback)
+
+    # -- plugins and callbacks ---------------------------------------------------
+
+    @property
+    def plugin_manager(self) -> EpochalPluginManager:
+        """This trainer's hook manager: the global plugins plus its callbacks."""
+        return self._plugin_manager
+
+    @property
+    def callbacks(self) -> list[object]:
+        """The registered callbacks, in registration order (a copy)."""
+        return list(self._callbacks)
+
+    def _refresh_hooks(self) -> None:
+        self._hooks = self._plugin_manager.hook
+        batch_hook = self._hooks.epochal_at_batch_end
+        # Backends test this for None per batch: no plugin, no call, no cost.
+        self._batch_end_hook = batch_hook if batch_hook.get_hookimpls() else None
+
+    def register_callback(self, callback: object) -> None:
+        """Put ``callback`` on this trainer's hooks.
+
+        Accepts an :class:`AbstractCallback`, any object with both
+        ``at_epoch_begin`` and ``at_epoch_end`` (delira style), or a pluggy
+        plugin whose methods are marked ``@epochal.hookimpl``.
+        """
+        index = len(self._callbacks)
+        plugin_name = f"callback-{index}-{type(callback).__name__}"
+        if isinstance(callback, AbstractCallback) or (
+            callable(getattr(callback, "at_epoch_begin", None))
+            and callable(getattr(callback, "at_epoch_end", None))
+        ):
+            self._callback_chain.add(callback, self._state_key(callback))
+            if self._callback_chain.has_batch_callbacks and not self._plugin_manager.has_plugin(
+                "epochal.trainer-batch-callbacks"
+            ):
+                self._plugin_manager.register(
+                    BatchCallbackChain(self._callback_chain), "epochal.trainer-batch-callbacks"
+                )
+            self._callbacks.append(callback)
+            self._refresh_hooks()
+            return
+        if not is_hook_plugin(callback):
+            missing = [
+                name
+                for name in ("at_epoch_begin", "at_epoch_end")
+                if not callable(getattr(callback, name, None))
+            ]
+            raise AssertionError(
+                f"cannot register {callback!r} as a callback: it is not an "
+                f"epochal.AbstractCallback and has no {' and no '.join(missing)} method. "
+                "Subclass epochal.AbstractCallback, define at_epoch_begin and at_epoch_end, "
+                "or implement epochal_* hooks marked with @epochal.hookimpl."
+            )
+        if self._plugin_manager.register_checked(callback, plugin_name) is None:
+            return
+        self._callbacks.append(callback)
+        self._refresh_hooks()
+
+    def _state_key(self, callback: object) -> str:
+        """Where a callback's state lives in checkpoints: its ``state_key``, else its class
+        name (``Name-2``, ``Name-3`` for repeats), so that adding another kind of callback
+        on resume does not move anyone's state."""
+        explicit = getattr(callback, "state_key", None)
+        if isinstance(explicit, str) and explicit:
+            return explicit
+        name = type(callback).__name__
+        repeats = sum(type(other).__name__ == name for other in self._callbacks)
+        return name if repeats == 0 else f"{name}-{repeats + 1}"
+
+    def _merge_hook_results(self, results: Iterable[object], hook_name: str) -> None:
+        for result in results:
+            if result is None:
+                continue
+            if not isinstance(result, Mapping):
+                raise TypeError(
+                    f"a plugin's {hook_name} returned {type(result).__name__}; "
+                    "return a dict (merged into trainer.state) or None"
+                )
+            self.state.update(result)
+
+    # -- life cycle (each fires its hook; backends extend and call super()) ------
+
+    def _setup(self, *args: Any, **kwargs: Any) -> None:
+        """Backends build network and optimizers, then call ``super()._setup()``."""
+        self._hooks.epochal_setup(trainer=self)
+
+    def _at_training_begin(self, *args: Any, **kwargs: Any) -> None:
+        self._hooks.epochal_at_training_begin(trainer=self)
+
+    def _at_epoch_begin(
+        self,
+        metrics_val: dict[str, float],
+        val_score_key: str | None,
+        epoch: int,
+        num_epochs: int,
+        **kwargs: Any,
+    ) -> None:
+        results = self._hooks.epochal_at_epoch_begin(
+            trainer=self,
+            epoch=epoch,
+            num_epochs=num_epochs,
+            metrics_val=metrics_val,
+            val_score_key=val_score_key,
+        )
+        self._merge_hook_results(results, "epochal_at_epoch_begin")
+
+    def _at_epoch_end(
+        self,
+        metrics_val: dict[str, float],
+        val_score_key: str | None,
+        epoch: int,
+        is_best: bool,
+        metrics_train: dict[str, float] | None = None,
+        num_epochs: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        results = self._hooks.epochal_at_epoch_end(
+            trainer=self,
+            epoch=epoch,
+            num_epochs=num_epochs if num_epochs is not None else epoch,
+            metrics_train=metrics_train or {},
+            metrics_val=metrics_val,
+            val_score_key=val_score_key,
+            is_best=is_best,
+        )
+        self._merge_hook_results(results, "epochal_at_epoch_end")
+
+    def _at_training_end(self, *args: Any, **kwargs: Any) -> Any:
+        """Fires the hook; backends extend it to return the best network."""
+        self._hooks.epochal_at_training_end(trainer=self)
+
+    # -- what a backend must provide -----------------------------------------------
+
+    def _train_single_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
+        """Train one epoch over ``batchgen``; return the epoch's mean losses and metrics."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _train_single_epoch")
+
+    def predict(self, batchgen: Iterable[dict], batch_size: int | None = None) -> tuple:
+        """Return ``(predictions, labels, mean metrics and losses)`` over ``batchgen``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement predict")
+
+    def save_state(self, file_name: str, *args: Any, **kwargs: Any) -> None:
+        """Write a checkpoint (atomically); include :meth:`_core_state`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement save_state")
+
+    @staticmethod
+    def load_state(file_name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Read a checkpoint written by ``save_state`` and return its state dict."""
+        raise NotImplementedError("the backend's trainer must implement load_state")
+
+    # -- state -----------------------------------------------------------------------
+
+    def _core_state(self, epoch: int) -> dict[str, Any]:
+        """What every checkpoint holds besides the backend's weights."""
+        return {
+            "epoch": int(epoch),
+            "fold": self.fold,
+            "best_val_score": self.best_val_score,
+            "best_epoch": self.best_epoch,
+            "callbacks": self._collect_plugin_state(),
+        }
+
+    def _collect_plugin_state(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for part in self._hooks.epochal_state_dict(trainer=self):
+            if not part:
+                continue
+            for key, value in part.items():
+                if key in merged:
+                    raise PluginError(
+                        f"two plugins returned the state key {key!r} from epochal_state_dict; "
+                        "each plugin must use a key of its own"
+                    )
+                merged[key] = value
+        return merged
+
+    def update_state(self, file_name: str, *args: Any, **kwargs: Any) -> AbstractNetworkTrainer:
+        """Load a checkpoint into this trainer (resume); returns the trainer."""
+        return self._update_state(self.load_state(file_name, *args, **kwargs))
+
+    def _update_state(self, new_state: dict[str, Any]) -> AbstractNetworkTrainer:
+        """Restore the core part of a checkpoint; backends restore weights and call super()."""
+        if "epoch" in new_state:
+            self.start_epoch = int(new_state["epoch"]) + 1
+        self.best_val_score = new_state.get("best_val_score", self.best_val_score)
+        self.best_epoch = new_state.get("best_epoch", self.best_epoch)
+        saved = new_state.get("callbacks") or {}
+        claimed = set(self._collect_plugin_state()) | set(self._callback_chain.keys_with_state())
+        unclaimed = sorted(set(saved) - claimed)
+        if unclaimed:
+            warnings.warn(
+                f"the checkpoint holds state for {unclaimed}, which no registered callback or "
+                "plugin has now: that state is ignored. Register the same callbacks as the run "
+                "that wrote the checkpoint to resume them.",
+                stacklevel=2,
+            )
+        self._hooks.epochal_load_state_dict(trainer=self, state=saved)
+        return self
+
+    # -- the loop ------------------------------------------------------------------
+
+    @staticmethod
+    def _is_better_val_scores(
+        old_val_score: float | None, new_val_score: float, mode: str = "highest"
+    ) -> bool:
+        """Whether ``new_val_score`` beats ``old_val_score``; ``None`` is beaten by any score."""
+        _check_mode(mode)
+        if new_val_score is None or math.isnan(new_val_score):
+            return False
+        if old_val_score is None or math.isnan(old_val_score):
+            return True
+        if mode == "highest":
+            return new_val_score > old_val_score
+        return new_val_score < old_val_score
+
+    def train(
+        self,
+        num_epochs: int,
+        datamgr_train: Any,
+        datamgr_valid: Any | None = None,
+        val_score_key: str | None = None,
+        val_score_mode: str = "highest",
+    ) -> Any:
+        """Train from ``start_epoch`` to ``num_epochs``; return what ``_at_training_end`` returns.
+
+        Each epoch: epoch-begin hooks, ``_train_single_epoch``, validation via
+        ``predict`` (metrics prefixed ``val_``), best-score tracking, epoch-end
+        hooks, checkpoints (``checkpoint_epoch_<n>`` every ``save_freq`` epochs,
+        ``checkpoint_best`` when best, ``checkpoint_last`` always), then stop if a
+        callback asked for it.
+        """
+        if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
+            raise ValueError(f"num_epochs must be an integer >= 1, got {num_epochs!r}")
+        _check_mode(val_score_mode)
+        if val_score_key is not None and datamgr_valid is None:
+            warnings.warn(
+                f"val_score_key={val_score_key!r} is given but there is no datamgr_valid: no "
+                "best model is tracked and train returns the last epoch's network",
+                stacklevel=2,
+            )
+        if self.start_epoch > num_epochs:
+            warnings.warn(
+                f"start_epoch is {self.start_epoch} but num_epochs is {num_epochs}: this run is "
+                "already complete; raise num_epochs to train further",
+                stacklevel=2,
+            )
+        self.state["stop_training"] = False
+        self.val_score_key, self.val_score_mode = val_score_key, val_score_mode
+        self._at_training_begin()
+        metrics_val: dict[str, float] = {}
+        warned_missing_key = False
+        for epoch in range(self.start_epoch, num_epochs + 1):
+            self._at_epoch_begin(metrics_val, val_score_key, epoch, num_epochs)
+            if self.state.get("stop_training"):
+                break
+            started = time.perf_counter()
+            with closing_batchgen(datamgr_train.get_batchgen(seed=epoch)) as batchgen:
+                timed = TimedBatches(batchgen) if self.time_data_wait else None
+                metrics_train = self._train_single_epoch(timed or batchgen, epoch)
+            validated = time.perf_counter()
+            self.state["train_seconds"] = validated - started
+            if timed is not None:
+                self.state["data_wait_seconds"] = timed.wait_seconds
+            metrics_val = self._validate(datamgr_valid) if datamgr_valid is not None else {}
+            self.state["val_seconds"] = time.perf_counter() - validated
+            is_best = False
+            if val_score_key is not None and datamgr_valid is not None:
+                score_key = self._find_score_key(val_score_key, metrics_val)
+                if score_key is None:
+                    if not warned_missing_key:
+                        warnings.warn(
+                            f"val_score_key {val_score_key!r} is not among the validation "
+                            f"metrics {sorted(metrics_val)}: no best model is tracked and train "
+                            "returns the last epoch's network",
+                            stacklevel=2,
+                        )
+                        warned_missing_key = True
+                else:
+                    score = float(metrics_val[score_key])
+                    is_best = self._is_better_val_scores(self.best_val_score, score, val_score_mode)
+                    if is_best:
+                        self.best_val_score = score
+                        self.best_epoch = epoch
+            self._at_epoch_end(
+                metrics_val,
+                val_score_key,
+                epoch,
+                is_best,
+                metrics_train=dict(metrics_train or {}),
+                num_epochs=num_epochs,
+            )
+            self._save_epoch_checkpoints(epoch, is_best)
+            if self.state.get("stop_training"):
+                break
+        return self._at_training_end()
+
+    def _validate(self, datamgr_valid: Any) -> dict[str, float]:
+        """Validate at the manager's own batch size; keys get the ``val_`` prefix."""
+        with closing_batchgen(datamgr_valid.get_batchgen()) as batchgen:
+            _, _, metrics = self.predict(batchgen, batch_size=None)
+        return {f"{VAL_PREFIX}{key}": float(value) for key, value in (metrics or {}).items()}
+
+    @staticmethod
+    def _find_score_key(val_score_key: str, metrics_val: Mapping[str, Any]) -> str | None:
+        """``val_score_key`` as given, else with the ``val_`` prefix, else ``None``."""
+        if val_score_key in metrics_val:
+            return val_score_key
+        prefixed = VAL_PREFIX + val_score_key
+        return prefixed if prefixed in metrics_val else None
+
+    def _save_epoch_checkpoints(self, epoch: int, is_best: bool) -> None:
+        if self.save_path is None:
+            return
+        os.makedirs(self.save_path, exist_ok=True)
+        if epoch % self.save_freq == 0:
+            self.save_state(os.path.join(self.save_path, f"checkpoint_epoch_{epoch}"), epoch)
+        if is_best:
+            self.save_state(os.path.join(self.save_path, "checkpoint_best"), epoch)
+        self.save_state(os.path.join(self.save_path, "checkpoint_last"), epoch)

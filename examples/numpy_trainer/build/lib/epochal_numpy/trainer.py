@@ -1,0 +1,134 @@
+"""A complete epochal backend in numpy: the core runs the loop, this fills the gaps."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from epochal.data.batching import rebatch
+from epochal.files import atomic_write
+from epochal.trainer import AbstractNetworkTrainer
+from epochal_numpy.network import SoftmaxRegression, softmax_cross_entropy
+
+CHECKPOINT_SUFFIX = ".npz"
+
+
+class NumpyNetworkTrainer(AbstractNetworkTrainer):
+    """SGD on a :class:`SoftmaxRegression` with cross-entropy ("CE") and accuracy."""
+
+    #: What configs may name with this backend (``model = "softmax"``).
+    components: ClassVar[dict[str, dict[str, str]]] = {
+        "models": {"softmax": "epochal_numpy.network:SoftmaxRegression"}
+    }
+
+    def __init__(
+        self,
+        network: SoftmaxRegression,
+        save_path: str | os.PathLike[str] | None = None,
+        lr: float = 1.0,
+        save_freq: int = 1,
+        fold: int = 0,
+        callbacks: Iterable[object] | None = None,
+        start_epoch: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            fold,
+            callbacks,
+            save_path=save_path,
+            save_freq=save_freq,
+            start_epoch=start_epoch,
+            plugin_manager=kwargs.pop("plugin_manager", None),
+        )
+        if kwargs:
+            raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
+        self.module = network
+        self.lr = float(lr)
+        self._best_weights: dict[str, np.ndarray] | None = None
+        self._setup()
+
+    def _train_single_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
+        loss_sum, correct, seen = 0.0, 0, 0
+        hook = self._batch_end_hook
+        network = self.module
+        for batch_nr, batch in enumerate(batchgen):
+            data = batch["data"].reshape(len(batch["data"]), -1)
+            labels = batch["label"].reshape(-1)
+            losses, probs = softmax_cross_entropy(network(data), labels)
+            batch_correct = int((probs.argmax(axis=1) == labels).sum())
+            grad = probs  # d(mean CE)/d(logits) = (softmax - onehot) / n, computed in place
+            grad[np.arange(len(labels)), labels] -= 1.0
+            grad /= len(labels)
+            network.weight -= self.lr * (data.T @ grad)
+            network.bias -= self.lr * grad.sum(axis=0)
+            loss_sum += float(losses.sum())
+            correct += batch_correct
+            seen += len(labels)
+            if hook is not None:
+                hook(
+                    trainer=self,
+                    epoch=epoch,
+                    batch_nr=batch_nr,
+                    losses={"CE": float(losses.mean())},
+                    metrics={"accuracy": batch_correct / len(labels)},
+                )
+        if seen == 0:
+            raise ValueError(f"epoch {epoch} received no batches")
+        return {"CE": loss_sum / seen, "accuracy": correct / seen}
+
+    def predict(self, batchgen: Iterable[dict], batch_size: int | None = None) -> tuple:
+        predictions, labels_all = [], []
+        loss_sum, correct, seen = 0.0, 0, 0
+        for batch in rebatch(batchgen, batch_size):
+            data = batch["data"].reshape(len(batch["data"]), -1)
+            labels = batch["label"].reshape(-1)
+            losses, probs = softmax_cross_entropy(self.module(data), labels)
+            predictions.append(probs)
+            labels_all.append(labels)
+            loss_sum += float(losses.sum())
+            correct += int((probs.argmax(axis=1) == labels).sum())
+            seen += len(labels)
+        if seen == 0:
+            raise ValueError("predict received no batches")
+        metrics = {"CE": loss_sum / seen, "accuracy": correct / seen}
+        return np.concatenate(predictions), [np.concatenate(labels_all)], metrics
+
+    def _at_epoch_end(self, metrics_val, val_score_key, epoch, is_best, **kwargs) -> None:
+        if is_best:
+            self._best_weights = self.module.state_dict()
+        super()._at_epoch_end(metrics_val, val_score_key, epoch, is_best, **kwargs)
+
+    def _at_training_end(self, *args: Any, **kwargs: Any) -> SoftmaxRegression:
+        super()._at_training_end()
+        if self._best_weights is not None:
+            self.module.load_state_dict(self._best_weights)
+        elif self.best_epoch is not None and self.save_path is not None:
+            best = os.path.join(self.save_path, "checkpoint_best" + CHECKPOINT_SUFFIX)
+            if os.path.exists(best):  # resumed after the best epoch: its weights are on disk
+                self.module.load_state_dict(self.load_state(best)["weights"])
+        return self.module
+
+    def save_state(self, file_name: str, epoch: int = 0, **kwargs: Any) -> str:
+        if not file_name.endswith(CHECKPOINT_SUFFIX):
+            file_name += CHECKPOINT_SUFFIX
+        meta = json.dumps(self._core_state(epoch))
+        with atomic_write(file_name) as handle:
+            np.savez(handle, meta=np.array(meta), **self.module.state_dict())
+        return file_name
+
+    @staticmethod
+    def load_state(file_name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if not file_name.endswith(CHECKPOINT_SUFFIX) and not os.path.exists(file_name):
+            file_name += CHECKPOINT_SUFFIX
+        with np.load(file_name, allow_pickle=False) as archive:
+            state = json.loads(str(archive["meta"]))
+            state["weights"] = {key: archive[key] for key in archive.files if key != "meta"}
+        return state
+
+    def _update_state(self, new_state: dict[str, Any]) -> NumpyNetworkTrainer:
+        self.module.load_state_dict(new_state["weights"])
+        return super()._update_state(new_state)

@@ -1,0 +1,30 @@
+"""Entry point of `epochal-callbacks`: every callback registered by name, lazily.
+
+The names are what configs and the trainers' ``lr_scheduler_cls`` look up.
+"""
+
+from __future__ import annotations
+
+from epochal import hookimpl
+from epochal.hookspecs import Register
+
+#: name -> "module:attr"; nothing is imported until a name is used.
+CALLBACKS = {
+    "early_stopping": "epochal_callbacks.early_stopping:EarlyStopping",
+    "csv_logger": "epochal_callbacks.csv_logger:CSVLogger",
+    "timer": "epochal_callbacks.timer:Timer",
+    "progress_bar": "epochal_callbacks.progress:ProgressBar",
+    "tensorboard": "epochal_callbacks.tensorboard:TensorBoardLogger",
+    "learning_curves": "epochal_callbacks.plots:LearningCurvePlot",
+    "torch_lr_scheduler": "epochal_callbacks.schedulers.torch:TorchLRScheduler",
+    "tf_step_decay": "epochal_callbacks.schedulers.keras:StepDecay",
+    "tf_cosine_decay": "epochal_callbacks.schedulers.keras:CosineDecay",
+    "tf_warmup": "epochal_callbacks.schedulers.keras:WarmUp",
+    "tf_reduce_on_plateau": "epochal_callbacks.schedulers.keras:ReduceOnPlateau",
+}
+
+
+@hookimpl
+def epochal_register_callbacks(register: Register) -> None:
+    for name, target in CALLBACKS.items():
+        register(name, target)

@@ -1,0 +1,1 @@
+"""LR scheduling callbacks: ``torch`` (any torch.optim.lr_scheduler) and ``keras`` (epoch rules)."""

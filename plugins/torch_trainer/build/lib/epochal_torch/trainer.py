@@ -1,0 +1,444 @@
+"""PyTorchNetworkTrainer: delira's PyTorch trainer on epochal's loop, with torch.amp.
+
+The core (``AbstractNetworkTrainer.train``) runs the epochs, validation, best-model tracking,
+checkpoint scheduling and hooks; this class does one epoch, prediction and checkpoint I/O.
+Per training batch it does the step and nothing else: losses and metrics stay on the device
+and are read once per epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from epochal.data.batching import batch_length, rebatch
+from epochal.trainer import AbstractNetworkTrainer
+from epochal_torch.io import (
+    check_fits,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from epochal_torch.networks import (
+    AbstractPyTorchNetwork,
+    default_closure,
+    prepare_batch,
+    to_tensor,
+)
+from epochal_torch.optim import AmpConfig, attach_amp, create_optims_default_pytorch
+
+__all__ = ["PyTorchNetworkTrainer"]
+
+SUFFIX = ".pt"
+
+
+def _device_for(gpu_ids: list[int]) -> torch.device:
+    if not gpu_ids:
+        return torch.device("cpu")
+    if len(gpu_ids) > 1:
+        raise ValueError(
+            f"gpu_ids={gpu_ids}: one trainer drives one GPU; for several GPUs run "
+            "`torchrun --nproc-per-node N` with one id per process"
+        )
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not isinstance(gpu_ids[0], int) or not 0 <= gpu_ids[0] < count:
+        available = f"ids 0..{count - 1}" if count else "none"
+        raise ValueError(
+            f"gpu_ids={gpu_ids} but this machine's CUDA devices are: {available}; "
+            "pass gpu_ids=[] to train on the CPU"
+        )
+    return torch.device(f"cuda:{gpu_ids[0]}")
+
+
+def _epoch_means(history: dict[str, list[Any]], sizes: list[int]) -> dict[str, float]:
+    """Sample-weighted means of every key, read from the device in one transfer."""
+    if not history:
+        return {}
+    keys = list(history)
+    weights = torch.tensor(sizes, dtype=torch.float64)
+    stacked = []
+    for key in keys:
+        values = history[key]
+        if all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in values):
+            values = torch.stack(values)  # the usual case: one stack, not 3 ops per value
+        elif all(type(v) is float for v in values):
+            values = torch.tensor(values, dtype=torch.float64)
+        else:
+            values = torch.stack([torch.as_tensor(v).detach().reshape(()) for v in values])
+        stacked.append((values.detach().to(torch.float64).cpu() * weights).sum() / weights.sum())
+    return dict(zip(keys, torch.stack(stacked).tolist(), strict=True))
+
+
+class PyTorchNetworkTrainer(AbstractNetworkTrainer):
+    """Trains a ``torch.nn.Module`` (delira's ``PyTorchNetworkTrainer`` API, name for name).
+
+    Args:
+        network: an :class:`AbstractPyTorchNetwork` (its ``closure`` is the training step) or
+            any ``torch.nn.Module`` (the default supervised step: ``data`` -> network -> every
+            criterion on ``label``, summed).
+        save_path: run folder for checkpoints (``None``: keep the best weights in memory).
+        criterions: ``{name: loss module}``; losses are reported under these names.
+        optimizer_cls, optimizer_params: the optimizer class and its arguments.
+        metrics: ``{name: fn(predictions, labels) -> tensor}``, computed without gradients.
+        lr_scheduler_cls, lr_scheduler_params: a ``torch.optim.lr_scheduler`` class (or its
+            name) and arguments (plus ``step_on``/``monitor``), run by the callback
+            ``torch_lr_scheduler`` of ``epochal-callbacks``.
+        gpu_ids: ``[]`` for the CPU, ``[i]`` for CUDA device ``i``.
+        save_freq: write ``checkpoint_epoch_<n>.pt`` every ``save_freq`` epochs.
+        optim_fn: ``optim_fn(network, optimizer_cls, **optimizer_params) -> {name: optimizer}``.
+        fold, callbacks, start_epoch: as in :class:`AbstractNetworkTrainer`.
+        mixed_precision: train with ``torch.amp`` (float16 + GradScaler on CUDA, bfloat16 on CPU).
+        mixed_precision_kwargs: ``dtype``, ``init_scale``, ``growth_interval``, ``enabled``.
+        **kwargs: passed to the network's ``closure``.
+    """
+
+    #: What configs may name for this backend (:mod:`epochal.components`); any other object
+    #: is named by its ``"module:attr"`` path.
+    components: ClassVar[dict[str, dict[str, str]]] = {
+        "models": {"mlp": "epochal_torch.models:MLP", "cnn": "epochal_torch.models:SmallCNN"},
+        "losses": {
+            "cross_entropy": "torch.nn:CrossEntropyLoss",
+            "nll": "torch.nn:NLLLoss",
+            "bce_with_logits": "torch.nn:BCEWithLogitsLoss",
+            "mse": "torch.nn:MSELoss",
+            "l1": "torch.nn:L1Loss",
+            "smooth_l1": "torch.nn:SmoothL1Loss",
+        },
+        "metrics": {"accuracy": "epochal_torch.metrics:accuracy"},
+        "optimizers": {
+            name: f"torch.optim:{name}"
+            for name in (
+                "Adam",
+                "AdamW",
+                "SGD",
+                "RMSprop",
+                "Adagrad",
+                "Adadelta",
+                "Adamax",
+                "NAdam",
+                "RAdam",
+            )
+        },
+    }
+
+    @staticmethod
+    def set_seed(seed: int) -> None:
+        """Seed torch's generators (CPU and every GPU); the experiment seeds numpy and random."""
+        torch.manual_seed(seed)
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        save_path: str | os.PathLike[str] | None,
+        criterions: dict[str, Callable[..., torch.Tensor]],
+        optimizer_cls: type[torch.optim.Optimizer],
+        optimizer_params: dict[str, Any] | None = None,
+        metrics: dict[str, Callable[..., Any]] | None = None,
+        lr_scheduler_cls: Any = None,
+        lr_scheduler_params: dict[str, Any] | None = None,
+        gpu_ids: list[int] | None = None,
+        save_freq: int = 1,
+        optim_fn: Callable[..., dict[str, torch.optim.Optimizer]] = create_optims_default_pytorch,
+        fold: int = 0,
+        callbacks: Iterable[object] | None = None,
+        start_epoch: int = 1,
+        mixed_precision: bool = False,
+        mixed_precision_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            fold,
+            callbacks,
+            save_path=save_path,
+            save_freq=save_freq,
+            start_epoch=start_epoch,
+            plugin_manager=kwargs.pop("plugin_manager", None),
+        )
+        if not isinstance(network, torch.nn.Module):
+            raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
+        self.criterions = dict(criterions or {})
+        self.metrics = dict(metrics or {})
+        self.optimizer_cls = optimizer_cls
+        self.optimizer_params = dict(optimizer_params or {})
+        self.closure_kwargs = kwargs
+        self._best_weights: dict[str, torch.Tensor] | None = None
+        self._setup(
+            network,
+            optim_fn,
+            lr_scheduler_cls,
+            dict(lr_scheduler_params or {}),
+            list(gpu_ids or []),
+            mixed_precision,
+            mixed_precision_kwargs,
+        )
+
+    def _setup(
+        self,
+        network: torch.nn.Module,
+        optim_fn: Callable[..., dict[str, torch.optim.Optimizer]],
+        lr_scheduler_cls: Any,
+        lr_scheduler_params: dict[str, Any],
+        gpu_ids: list[int],
+        mixed_precision: bool,
+        mixed_precision_kwargs: dict[str, Any] | None,
+    ) -> None:
+        device = _device_for(gpu_ids)
+        self.input_device = self.output_device = device
+        self.use_gpu = device.type == "cuda"
+        self.module = network.to(device)
+        optimizers = optim_fn(self.module, self.optimizer_cls, **self.optimizer_params)
+        if not isinstance(optimizers, dict) or not all(
+            isinstance(opt, torch.optim.Optimizer) for opt in optimizers.values()
+        ):
+            raise TypeError("optim_fn must return a dict {name: torch.optim.Optimizer}")
+        self.optimizers = optimizers
+        self.amp = AmpConfig.from_kwargs(mixed_precision, mixed_precision_kwargs, device)
+        self.scaler = self.amp.make_scaler()
+        for optimizer in self.optimizers.values():
+            attach_amp(optimizer, self.scaler)
+        custom = isinstance(network, AbstractPyTorchNetwork) and (
+            type(network).closure is not AbstractPyTorchNetwork.closure
+        )
+        self._closure = type(network).closure if custom else None
+        if not custom and "default" not in self.optimizers:
+            raise ValueError(
+                f"the default training step uses optimizers['default'], but optim_fn returned "
+                f"{sorted(self.optimizers)}; write a closure for several optimizers"
+            )
+        if not custom and self.closure_kwargs:
+            raise TypeError(
+                f"PyTorchNetworkTrainer got unexpected arguments {sorted(self.closure_kwargs)}: "
+                "extra keyword arguments go to the network's closure, and "
+                f"{type(network).__name__} has none (subclass AbstractPyTorchNetwork to write one)"
+            )
+        if not custom and not self.criterions:
+            raise ValueError(
+                "criterions is empty: e.g. criterions={'CE': torch.nn.CrossEntropyLoss()}"
+            )
+        self._prepare = (
+            type(network).prepare_batch
+            if isinstance(network, AbstractPyTorchNetwork)
+            else prepare_batch
+        )
+        if lr_scheduler_cls is not None:
+            self.register_callback(_scheduler_callback(lr_scheduler_cls, lr_scheduler_params))
+        super()._setup()
+
+    # -- training ------------------------------------------------------------------------
+
+    def _train_single_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
+        if (
+            self._closure is None
+            and self._prepare is prepare_batch
+            and self._batch_end_hook is None
+            and self.scaler is None
+            and not self.amp.enabled
+            and not self.metrics
+            and len(self.criterions) == 1
+        ):
+            return self._train_plain_epoch(batchgen, epoch)  # the common case, ~5% faster
+        model, optimizers, fold = self.module, self.optimizers, self.fold
+        model.train()
+        hook, scaler, closure = self._batch_end_hook, self.scaler, self._closure
+        autocast = self.amp.autocast if self.amp.enabled else None
+        history: dict[str, list[Any]] = {}
+        sizes: list[int] = []
+        for batch_nr, batch in enumerate(batchgen):
+            data_dict = self._prepare(batch, self.input_device, self.output_device)
+            if closure is None:
+                metric_vals, loss_vals, _ = default_closure(
+                    model,
+                    data_dict,
+                    optimizers,
+                    self.criterions,
+                    self.metrics,
+                    fold,
+                    autocast=autocast,
+                    scaler=scaler,
+                )
+            elif autocast is None:
+                metric_vals, loss_vals, _ = closure(
+                    model,
+                    data_dict,
+                    optimizers,
+                    self.criterions,
+                    self.metrics,
+                    fold,
+                    **self.closure_kwargs,
+                )
+            else:  # a custom step does its own backward: autocast has to enclose it all
+                with autocast():
+                    metric_vals, loss_vals, _ = closure(
+                        model,
+                        data_dict,
+                        optimizers,
+                        self.criterions,
+                        self.metrics,
+                        fold,
+                        **self.closure_kwargs,
+                    )
+            if scaler is not None:
+                scaler.update()
+            for name, value in loss_vals.items():
+                history.setdefault(name, []).append(value.detach())
+            for name, value in metric_vals.items():
+                history.setdefault(name, []).append(value)
+            sizes.append(batch_length(batch))
+            if hook is not None:
+                hook(
+                    trainer=self,
+                    epoch=epoch,
+                    batch_nr=batch_nr,
+                    losses=loss_vals,
+                    metrics=metric_vals,
+                )
+        if not sizes:
+            raise ValueError(f"epoch {epoch} received no batches from the training data")
+        return _epoch_means(history, sizes)
+
+    def _train_plain_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
+        """:func:`default_closure`'s step written into the loop, for the common case (a plain
+        module, one criterion, no metrics, no AMP, no per-batch hook): same arithmetic, no
+        per-batch dicts or calls besides the step itself. Only ``data`` and ``label`` are
+        converted, as the step reads nothing else."""
+        model, optimizer = self.module, self.optimizers["default"]
+        input_device, output_device = self.input_device, self.output_device
+        ((name, criterion),) = self.criterions.items()
+        # On the CPU a loss read is no device sync, and a Python float does not keep one small
+        # tensor per batch alive, which costs a large network ~1-2% (allocator). On a GPU the
+        # losses stay on the device until the epoch ends (DESIGN §4).
+        keep = torch.Tensor.item if output_device.type == "cpu" else torch.Tensor.detach
+        model.train()
+        losses: list[Any] = []
+        sizes: list[int] = []
+        for batch in batchgen:
+            data = to_tensor(batch["data"], input_device)
+            loss = criterion(model(data), to_tensor(batch["label"], output_device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(keep(loss))
+            sizes.append(batch_length(batch))
+        if not sizes:
+            raise ValueError(f"epoch {epoch} received no batches from the training data")
+        return _epoch_means({name: losses}, sizes)
+
+    def predict(
+        self, batchgen: Iterable[dict], batch_size: int | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray], dict[str, float]]:
+        """Eval mode, ``torch.inference_mode``, autocast with AMP; batches merged up to
+        ``batch_size`` samples. Returns ``(predictions, [labels], mean losses and metrics)``."""
+        model = self.module
+        was_training = model.training
+        model.eval()
+        outputs, labels, sizes = [], [], []
+        history: dict[str, list[Any]] = {}
+        try:
+            with torch.inference_mode(), self.amp.autocast():
+                for batch in rebatch(batchgen, batch_size):
+                    data_dict = self._prepare(batch, self.input_device, self.output_device)
+                    predictions = model(data_dict["data"])
+                    outputs.append(predictions)
+                    sizes.append(batch_length(batch))
+                    if "label" not in data_dict:
+                        continue
+                    label = data_dict["label"]
+                    labels.append(np.asarray(batch["label"]))
+                    for name, criterion in self.criterions.items():
+                        history.setdefault(name, []).append(criterion(predictions, label).float())
+                    for name, metric in self.metrics.items():
+                        history.setdefault(name, []).append(metric(predictions, label))
+        finally:
+            model.train(was_training)
+        if not outputs:
+            raise ValueError("predict received no batches")
+        predictions = torch.cat([out.float() for out in outputs]).cpu().numpy()
+        return (
+            predictions,
+            ([np.concatenate(labels)] if labels else []),
+            _epoch_means(history, sizes),
+        )
+
+    # -- best model ------------------------------------------------------------------------
+
+    def _at_epoch_end(self, metrics_val, val_score_key, epoch, is_best, **kwargs) -> None:
+        if is_best and self.save_path is None:  # no checkpoint_best to return to: keep a copy
+            self._best_weights = {
+                key: value.detach().clone() for key, value in self.module.state_dict().items()
+            }
+        super()._at_epoch_end(metrics_val, val_score_key, epoch, is_best, **kwargs)
+
+    def _at_training_end(self, *args: Any, **kwargs: Any) -> torch.nn.Module:
+        """Load the best epoch's weights (``checkpoint_best.pt``) and return the network."""
+        super()._at_training_end()
+        best_file = (
+            os.path.join(self.save_path, "checkpoint_best" + SUFFIX) if self.save_path else None
+        )
+        if self.best_epoch is not None and best_file and os.path.exists(best_file):
+            self.module.load_state_dict(self.load_state(best_file)["model"])
+        elif self._best_weights is not None:
+            self.module.load_state_dict(self._best_weights)
+        return self.module
+
+    # -- state -----------------------------------------------------------------------------
+
+    def save_state(
+        self, file_name: str, epoch: int = 0, weights_only: bool = False, **kwargs: Any
+    ) -> str:
+        """Write weights, optimizers, scaler, RNG states, callback state, epoch and best score."""
+        if not file_name.endswith((".pt", ".pth")):
+            file_name += SUFFIX
+        state: dict[str, Any] = {"model": self.module.state_dict(), **self._core_state(epoch)}
+        if not weights_only:
+            state["optimizers"] = {name: opt.state_dict() for name, opt in self.optimizers.items()}
+            state["scaler"] = self.scaler.state_dict() if self.scaler is not None else None
+            state["rng"] = rng_state()
+        return save_checkpoint(file_name, state)
+
+    @staticmethod
+    def load_state(file_name: str, weights_only: bool = True, **kwargs: Any) -> dict[str, Any]:
+        """Read a checkpoint (``.pt`` may be left off), tensors mapped to the CPU by default.
+
+        Always with ``torch.load(weights_only=True)``: ``weights_only=False`` (which delira
+        allowed) would let a crafted file run code, and is refused.
+        """
+        if not weights_only:
+            raise ValueError(
+                "load_state(weights_only=False) is refused: it would let a crafted checkpoint "
+                "run code. epochal checkpoints load fully with weights_only=True."
+            )
+        if not os.path.exists(file_name) and not file_name.endswith((".pt", ".pth")):
+            file_name += SUFFIX
+        return load_checkpoint(file_name, map_location=kwargs.get("map_location", "cpu"))
+
+    def _update_state(self, new_state: dict[str, Any]) -> PyTorchNetworkTrainer:
+        check_fits(self.module.state_dict(), new_state["model"])
+        self.module.load_state_dict(new_state["model"])
+        for name, optimizer in self.optimizers.items():
+            if name in new_state.get("optimizers", {}):
+                optimizer.load_state_dict(new_state["optimizers"][name])
+        if self.scaler is not None and new_state.get("scaler"):
+            self.scaler.load_state_dict(new_state["scaler"])
+        if new_state.get("rng"):
+            restore_rng_state(new_state["rng"])
+        return super()._update_state(new_state)
+
+
+def _scheduler_callback(scheduler_cls: Any, params: dict[str, Any]) -> object:
+    """delira's ``lr_scheduler_cls``: served by ``torch_lr_scheduler`` of epochal-callbacks."""
+    from epochal.errors import UnknownNameError
+    from epochal.registry import get_callback
+
+    try:
+        callback_cls = get_callback("torch_lr_scheduler")
+    except UnknownNameError as exc:
+        raise ImportError(
+            "lr_scheduler_cls needs the callback 'torch_lr_scheduler': "
+            "pip install epochal-callbacks"
+        ) from exc
+    return callback_cls(scheduler_cls, **params)
