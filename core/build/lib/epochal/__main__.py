@@ -1,6 +1,0 @@
-"""``python -m epochal`` (what ``torchrun -m epochal`` runs)."""
-
-from epochal.cli import main
-
-if __name__ == "__main__":
-    main()

@@ -1,1 +1,0 @@
-"""Job configs shipped with epochal: ``default.toml`` is what ``epochal train`` runs."""
