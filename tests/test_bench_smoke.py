@@ -13,7 +13,8 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "script", ["cli_startup.py", "data_pipeline.py", "torch_overhead.py", "tf_overhead.py"]
+    "script",
+    ["cli_startup.py", "data_pipeline.py", "torch_overhead.py", "tf_overhead.py", "end_to_end.py"],
 )
 def test_benchmark_runs(script):
     result = subprocess.run(
