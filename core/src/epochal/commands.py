@@ -1,7 +1,8 @@
 """``epochal train | resume | predict | kfold``: jobs from TOML configs.
 
 Exit codes: 0 done, 1 the training failed, 2 a usage or config error (one message, no
-traceback; ``--debug`` or ``EPOCHAL_DEBUG=1`` shows it), 130 interrupted.
+traceback; ``--debug`` or ``EPOCHAL_DEBUG=1`` shows it), 130 / 143 stopped by Ctrl-C / SIGTERM
+(at a batch boundary, with ``checkpoint_last`` to resume from).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import click
 
 from epochal.errors import ConfigError, EpochalError
+from epochal.interrupt import TrainingInterrupted
 
 __all__ = ["register_commands"]
 
@@ -35,6 +37,16 @@ def _phase(debug: bool, exit_code: int) -> Iterator[None]:
     """Turn errors into one line on stderr and ``exit_code`` (2: set-up, 1: training)."""
     try:
         yield
+    except TrainingInterrupted as stop:
+        click.echo(f"epochal: {stop}.", err=True)
+        if stop.checkpoint:
+            run_dir = _quote(os.path.dirname(stop.checkpoint))
+            click.echo(
+                f"epochal: checkpoint_last holds the run; continue it with: "
+                f"epochal resume {run_dir}",
+                err=True,
+            )
+        sys.exit(stop.exit_code)
     except KeyboardInterrupt:
         click.echo("epochal: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -154,7 +166,7 @@ def train_command(
     source = config or "the default job (MLP on digits)"
     click.echo(f"epochal: training {source} with the {experiment.backend} backend")
     with _phase(debug, EXIT_FAILED):
-        experiment.run(train, val, run_dir=run_dir)
+        experiment.run(train, val, run_dir=run_dir, handle_signals=True)
     _report(experiment)
 
 
@@ -166,7 +178,7 @@ def resume_command(run_dir: str, epochs: int | None, debug: bool) -> None:
         experiment = Experiment.from_config(_run_dir_config(run_dir))
         train, val = experiment._data(None, None)
     with _phase(debug, EXIT_FAILED):
-        experiment.resume(run_dir, train, val, num_epochs=epochs)
+        experiment.resume(run_dir, train, val, num_epochs=epochs, handle_signals=True)
     _report(experiment)
 
 

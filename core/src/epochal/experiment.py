@@ -8,6 +8,7 @@ run gets its own folder: ``config.toml``, checkpoints, ``metrics.csv``, TensorBo
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import inspect
 import json
@@ -26,6 +27,7 @@ from epochal.components import (
 )
 from epochal.errors import ConfigError
 from epochal.files import atomic_write
+from epochal.interrupt import TrainingInterrupted, stop_on_signals
 from epochal.params import Parameters
 from epochal.runs import (
     KFoldResult,
@@ -35,6 +37,7 @@ from epochal.runs import (
     backend_trainer,
     new_run_dir,
     read_summary,
+    run_lock,
     versions,
     write_summary,
 )
@@ -277,9 +280,13 @@ class Experiment:
         """Train in a new run folder and return the best network (``last_run`` has the rest).
 
         ``train_data``/``val_data``: data managers or datasets (wrapped with the training
-        group's ``batch_size``); left out, they come from the config.
+        group's ``batch_size``); left out, they come from the config. ``handle_signals=True``
+        makes SIGTERM and Ctrl-C stop at the next batch boundary with a checkpoint to resume
+        from (:class:`~epochal.interrupt.TrainingInterrupted` is raised). A run folder held by
+        another process is refused.
         """
         num_epochs = kwargs.pop("num_epochs", None)
+        handle_signals = kwargs.pop("handle_signals", False)
         train, val = self._data(train_data, val_data)
         callbacks = self._callbacks(getattr(train, "n_batches", None))
         # Everything is built before the folder exists: a config error leaves no empty run.
@@ -287,9 +294,9 @@ class Experiment:
         trainer = self.setup(params, save_path=run_dir, **kwargs)
         for callback in callbacks:
             trainer.register_callback(callback)
-        os.makedirs(run_dir, exist_ok=True)
-        self._write_config(run_dir, params)
-        return self._train(trainer, run_dir, train, val, num_epochs)
+        with run_lock(run_dir):
+            self._write_config(run_dir, params)
+            return self._train(trainer, run_dir, train, val, num_epochs, handle_signals)
 
     def resume(
         self,
@@ -297,8 +304,10 @@ class Experiment:
         train_data: Any = None,
         val_data: Any = None,
         num_epochs: int | None = None,
+        handle_signals: bool = False,
     ) -> Any:
-        """Continue the run in ``run_dir`` from its ``checkpoint_last`` to ``num_epochs``."""
+        """Continue the run in ``run_dir`` from its ``checkpoint_last`` to ``num_epochs``
+        (mid-epoch, if it was stopped there). ``handle_signals``: see :meth:`run`."""
         run_dir = os.fspath(run_dir)
         last = self._find_checkpoint(run_dir, "checkpoint_last")
         if last is None:
@@ -311,8 +320,9 @@ class Experiment:
         trainer = self.setup(save_path=run_dir)
         for callback in self._callbacks(getattr(train, "n_batches", None)):
             trainer.register_callback(callback)  # before the state load: they have state too
-        trainer.update_state(last)
-        return self._train(trainer, run_dir, train, val, num_epochs, resumed=True)
+        with run_lock(run_dir):
+            trainer.update_state(last)
+            return self._train(trainer, run_dir, train, val, num_epochs, handle_signals, True)
 
     def _find_checkpoint(self, run_dir: str, stem: str) -> str | None:
         for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else ():
@@ -339,6 +349,7 @@ class Experiment:
         train: Any,
         val: Any,
         num_epochs: int | None,
+        handle_signals: bool = False,
         resumed: bool = False,
     ) -> Any:
         num_epochs = num_epochs or self.n_epochs
@@ -360,15 +371,21 @@ class Experiment:
         }
         if resumed:
             summary["resumed_at_epoch"] = trainer.start_epoch  # the first epoch trained now
+        signals = stop_on_signals(trainer) if handle_signals else contextlib.nullcontext()
         try:
-            network = trainer.train(
-                int(num_epochs),
-                train,
-                val,
-                self.val_score_key if val is not None else None,
-                self._score_mode(),
-            )
+            with signals:
+                network = trainer.train(
+                    int(num_epochs),
+                    train,
+                    val,
+                    self.val_score_key if val is not None else None,
+                    self._score_mode(),
+                )
             summary["status"] = "stopped early" if trainer.state.get("stop_training") else "done"
+        except TrainingInterrupted as stop:
+            summary["status"] = f"stopped by {stop.reason}"
+            summary["stopped_at"] = {"epoch": stop.epoch, "batches_done": stop.batches_done}
+            raise
         except BaseException as exc:
             summary["status"] = "failed" if not isinstance(exc, KeyboardInterrupt) else "stopped"
             summary["error"] = f"{type(exc).__name__}: {exc}"

@@ -6,10 +6,12 @@ the backend's trainer class looked up by name with an install hint.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +25,7 @@ __all__ = [
     "backend_trainer",
     "new_run_dir",
     "read_summary",
+    "run_lock",
     "versions",
     "write_summary",
 ]
@@ -159,3 +162,41 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return str(value)
+
+
+LOCK_FILE = ".epochal.lock"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str) -> Iterator[None]:
+    """Hold ``run_dir`` for this process: a second run pointed at it is refused.
+
+    An OS lock (``flock``) on ``<run_dir>/.epochal.lock``: the kernel releases it when the
+    holder ends, however it ends (``kill -9`` included), so it never stays stuck.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    os.makedirs(run_dir, exist_ok=True)
+    handle = open(os.path.join(run_dir, LOCK_FILE), "a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            raise ConfigError(
+                f"{run_dir} is in use by {owner}: two runs must not write one run folder. "
+                "Wait for it to end, or give another --run-dir (the lock goes when that "
+                "process ends, even if it is killed)."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        started = _dt.datetime.now().isoformat(timespec="seconds")
+        handle.write(f"epochal process {os.getpid()} (since {started})\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing releases the lock

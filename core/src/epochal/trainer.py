@@ -23,6 +23,7 @@ from epochal.callbacks import (
 )
 from epochal.data.batching import TimedBatches, closing_batchgen
 from epochal.errors import PluginError
+from epochal.interrupt import TrainingInterrupted, skip_batches, stoppable
 from epochal.plugins import (
     EpochalPluginManager,
     build_trainer_plugin_manager,
@@ -83,6 +84,12 @@ class AbstractNetworkTrainer:
         #: so it is off unless a plugin such as a timer asks for it).
         self.time_data_wait = False
         self._callbacks: list[object] = []
+        #: Set by :meth:`request_stop` (e.g. from a signal handler): the loop stops before the
+        #: next training batch. Checked per batch only while :attr:`interruptible` is set.
+        self.stop_requested: str | None = None
+        self.interruptible = False
+        self._interrupted_at: dict[str, int] | None = None
+        self._resume_batches = 0
         #: Set by ``train``: what the current run monitors, for callbacks that follow it.
         self.val_score_key: str | None = None
         self.val_score_mode = "highest"
@@ -173,6 +180,11 @@ class AbstractNetworkTrainer:
                 )
             self.state.update(result)
 
+    def request_stop(self, reason: str = "stop") -> None:
+        """Stop at the next batch boundary, writing ``checkpoint_last`` to resume from (safe
+        to call from a signal handler; see :func:`epochal.interrupt.stop_on_signals`)."""
+        self.stop_requested = reason
+
     # -- life cycle (each fires its hook; backends extend and call super()) ------
 
     def _setup(self, *args: Any, **kwargs: Any) -> None:
@@ -253,6 +265,8 @@ class AbstractNetworkTrainer:
             "best_val_score": self.best_val_score,
             "best_epoch": self.best_epoch,
             "callbacks": self._collect_plugin_state(),
+            # Set when a stop came mid-epoch: resume trains the rest of that epoch.
+            "interrupted": self._interrupted_at,
         }
 
     def _collect_plugin_state(self) -> dict[str, Any]:
@@ -277,6 +291,10 @@ class AbstractNetworkTrainer:
         """Restore the core part of a checkpoint; backends restore weights and call super()."""
         if "epoch" in new_state:
             self.start_epoch = int(new_state["epoch"]) + 1
+        interrupted = new_state.get("interrupted") or {}
+        self._resume_batches = int(interrupted.get("batches_done", 0))
+        if interrupted:
+            self.start_epoch = int(interrupted["epoch"])
         self.best_val_score = new_state.get("best_val_score", self.best_val_score)
         self.best_epoch = new_state.get("best_epoch", self.best_epoch)
         saved = new_state.get("callbacks") or {}
@@ -349,9 +367,18 @@ class AbstractNetworkTrainer:
             if self.state.get("stop_training"):
                 break
             started = time.perf_counter()
+            done, self._resume_batches = self._resume_batches, 0  # a resumed, stopped epoch
             with closing_batchgen(datamgr_train.get_batchgen(seed=epoch)) as batchgen:
-                timed = TimedBatches(batchgen) if self.time_data_wait else None
-                metrics_train = self._train_single_epoch(timed or batchgen, epoch)
+                source: Iterable[dict] = skip_batches(batchgen, done) if done else batchgen
+                if self.interruptible:
+                    if self.stop_requested is not None:
+                        self._stopped(TrainingInterrupted(self.stop_requested, epoch, done))
+                    source = stoppable(source, self, epoch, done)
+                timed = TimedBatches(source) if self.time_data_wait else None
+                try:
+                    metrics_train = self._train_single_epoch(timed or source, epoch)
+                except TrainingInterrupted as stop:
+                    self._stopped(stop)
             validated = time.perf_counter()
             self.state["train_seconds"] = validated - started
             if timed is not None:
@@ -388,6 +415,20 @@ class AbstractNetworkTrainer:
             if self.state.get("stop_training"):
                 break
         return self._at_training_end()
+
+    def _stopped(self, stop: TrainingInterrupted) -> None:
+        """Write ``checkpoint_last`` for a stop before batch ``stop.batches_done`` of
+        ``stop.epoch`` (the weights so far, marked to resume mid-epoch), then re-raise."""
+        if self.save_path is not None:
+            os.makedirs(self.save_path, exist_ok=True)
+            self._interrupted_at = {"epoch": stop.epoch, "batches_done": stop.batches_done}
+            try:
+                path = os.path.join(self.save_path, "checkpoint_last")
+                self.save_state(path, stop.epoch - 1)
+            finally:
+                self._interrupted_at = None
+            stop.checkpoint = path
+        raise stop
 
     def _validate(self, datamgr_valid: Any) -> dict[str, float]:
         """Validate at the manager's own batch size; keys get the ``val_`` prefix."""
