@@ -14,7 +14,14 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "script",
-    ["cli_startup.py", "data_pipeline.py", "torch_overhead.py", "tf_overhead.py", "end_to_end.py"],
+    [
+        "cli_startup.py",
+        "data_pipeline.py",
+        "torch_overhead.py",
+        "tf_overhead.py",
+        "end_to_end.py",
+        "soak.py",
+    ],
 )
 def test_benchmark_runs(script):
     result = subprocess.run(

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from epochal.errors import ConfigError, EpochalError
+from epochal.errors import ConfigError, DataError, EpochalError
 from epochal.interrupt import TrainingInterrupted
 
 __all__ = ["register_commands"]
@@ -54,7 +54,8 @@ def _phase(debug: bool, exit_code: int) -> Iterator[None]:
         if debug:
             traceback.print_exc()
         setup_error = isinstance(exc, (EpochalError, ImportError)) and exit_code == EXIT_USAGE
-        code = EXIT_USAGE if setup_error or isinstance(exc, ConfigError) else exit_code
+        bad_input = isinstance(exc, (ConfigError, DataError))  # found late, still bad input
+        code = EXIT_USAGE if setup_error or bad_input else exit_code
         label = "error" if code == EXIT_USAGE else "training failed"
         message = str(exc) if isinstance(exc, EpochalError) else f"{type(exc).__name__}: {exc}"
         click.echo(f"epochal: {label}: {message}", err=True)

@@ -35,7 +35,13 @@ def resolve_component(trainer_cls: type, kind: str, name: Any, key: str = "") ->
     ``components[kind]`` (case-insensitive); objects pass through."""
     where = f"{key}: " if key else ""
     if not isinstance(name, str):
-        return name
+        if callable(name):
+            return name  # a class, function or instance from the Python API
+        raise ConfigError(
+            f"{key or 'the ' + KINDS.get(kind, kind)} must be a name (e.g. "
+            f"{next(iter(component_names(trainer_cls, kind)), 'name')!r}), a 'module:attr' "
+            f"path or a table with name = ..., got {_type_name(name)} {name!r}"
+        )
     if ":" in name:
         try:
             return resolve_path(name)
@@ -56,23 +62,142 @@ def resolve_component(trainer_cls: type, kind: str, name: Any, key: str = "") ->
     return resolve_path(match) if isinstance(match, str) else match
 
 
+#: Annotation names -> the TOML value types they accept (``None``: any value, not checked).
+_ANNOTATION_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+    "list": (list, tuple),
+    "tuple": (list, tuple),
+    "Sequence": (list, tuple),
+    "dict": (dict,),
+    "Mapping": (dict,),
+}
+#: Types a TOML value can never be: an annotation alternative of these does not widen the check.
+_NOT_FROM_TOML = {"None", "NoneType", "Tensor", "IO", "PathLike", "Callable", "type", "ndarray"}
+_TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "table"}
+
+
+def _split_top(text: str, separator: str) -> list[str]:
+    """``text`` split at ``separator`` outside brackets."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char == "["
+        depth -= char == "]"
+        if char == separator and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    parts.append(current.strip())
+    return parts
+
+
+def _expected(annotation: str) -> list[tuple[str, str | None]] | None:
+    """The alternatives of ``annotation`` a TOML value may take, as ``(type, element type)``;
+    ``None`` when the annotation allows something this check does not know (then any value)."""
+    alternatives: list[tuple[str, str | None]] = []
+    for part in _split_top(annotation, "|"):
+        head, _, inner = part.partition("[")
+        head = head.strip().rsplit(".", 1)[-1]
+        inner = inner.rstrip("]").strip()
+        if head in ("Optional", "Union"):
+            nested = [_expected(arg) for arg in _split_top(inner, ",")]
+            if any(entry is None for entry in nested):
+                return None
+            alternatives += [alt for entry in nested for alt in entry or ()]
+        elif head in _NOT_FROM_TOML:
+            continue
+        elif head in _ANNOTATION_TYPES:
+            element = inner if head in ("list", "Sequence") and "[" not in inner else None
+            alternatives.append((head, element))
+        else:
+            return None  # Any, a class, a type alias: the callee decides
+    return alternatives
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _fits(value: Any, head: str, element: str | None) -> bool:
+    types = _ANNOTATION_TYPES[head]
+    if isinstance(value, bool) and bool not in types:
+        return False
+    if not isinstance(value, types):
+        return False
+    if element is not None and isinstance(value, (list, tuple)):
+        inner = _expected(element)
+        return (
+            inner is None
+            or not inner
+            or all(any(_fits(item, *alt) for alt in inner) for item in value)
+        )
+    return True
+
+
+def _describe(alternatives: list[tuple[str, str | None]]) -> str:
+    words = {"int": "an integer", "float": "a number", "bool": "a boolean", "str": "a string"}
+    plural = {"int": "integers", "float": "numbers", "bool": "booleans", "str": "strings"}
+    names = []
+    for head, element in alternatives:
+        if head in ("list", "tuple", "Sequence"):
+            inner = (_expected(element) if element else None) or []
+            known = [plural[h] for h, _ in inner if h in plural]
+            names.append("a list" + (f" of {' or '.join(known)}" if known else ""))
+        elif head in ("dict", "Mapping"):
+            names.append("a table")
+        else:
+            names.append(words[head])
+    return " or ".join(dict.fromkeys(names))
+
+
+def _check_value_type(parameter: inspect.Parameter, value: Any, key: str) -> None:
+    """A TOML value (string, number, boolean, list, table) of the wrong type for
+    ``parameter``, judged by its annotation (or, without one, by its default's type)."""
+    if not isinstance(value, (bool, int, float, str, list, tuple, dict)):
+        return  # an object from the Python API: the callee decides
+    annotation = parameter.annotation
+    if annotation is inspect.Parameter.empty:
+        default = parameter.default
+        if isinstance(default, bool):
+            annotation = "bool"
+        elif isinstance(default, (int, float)):
+            annotation = "float"  # 0 as a default often stands for 0.0
+        elif isinstance(default, str):
+            annotation = "str"
+        else:
+            return
+    elif not isinstance(annotation, str):
+        annotation = inspect.formatannotation(annotation)
+    alternatives = _expected(annotation)
+    if not alternatives or any(_fits(value, *alt) for alt in alternatives):
+        return
+    raise ConfigError(f"{key} must be {_describe(alternatives)}, got {_type_name(value)} {value!r}")
+
+
 def check_kwargs(target: Any, kwargs: Mapping[str, Any], key: str) -> None:
-    """Refuse keyword arguments ``target`` does not take, naming the key and the allowed ones."""
+    """Refuse keyword arguments ``target`` does not take, naming the key and the allowed ones,
+    and TOML values of the wrong type for the parameter's annotation (``lr = "fast"``)."""
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):  # a builtin without a signature: let the call decide
         return
     parameters = signature.parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
     allowed = [
         name
         for name, p in parameters.items()
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         and name != "self"
     ]
-    for name in kwargs:
-        if name not in allowed:
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    for name, value in kwargs.items():
+        if name in allowed:
+            _check_value_type(parameters[name], value, f"{key}.{name}")
+        elif not takes_any:
             close = difflib.get_close_matches(name, allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(

@@ -220,6 +220,18 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     mode = config["experiment"].get("val_score_mode")
     if mode is not None and mode not in ("highest", "lowest"):
         raise ConfigError(f"experiment.val_score_mode must be 'highest' or 'lowest', got {mode!r}")
+    training = config["training"]
+    if training.get("lr_scheduler_params") and not training.get("lr_scheduler_cls"):
+        raise ConfigError(
+            "training.lr_scheduler_params is set but training.lr_scheduler_cls is not: name the "
+            "scheduler, e.g. lr_scheduler_cls = 'StepLR', or drop the parameters"
+        )
+    gpu_ids = training.get("gpu_ids", [])
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in gpu_ids):
+        raise ConfigError(
+            f"training.gpu_ids must be a list of CUDA device numbers (integers >= 0; [] for the "
+            f"CPU), got {gpu_ids!r}"
+        )
     for name, params in config["callbacks"].items():
         if not isinstance(params, (dict, bool)):
             raise ConfigError(
@@ -234,17 +246,25 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def experiment_from_config(config: dict[str, Any]) -> Any:
     """The :class:`~epochal.experiment.Experiment` a checked config describes."""
+    from epochal.components import resolve_component
     from epochal.experiment import Experiment
     from epochal.params import Parameters
+    from epochal.runs import backend_trainer
 
     settings = config["experiment"]
     params = Parameters(
         {"model": config["model"], "training": config["training"]},
         config.get("variable") or None,
     )
+    try:
+        trainer_cls = backend_trainer(settings["backend"])
+    except ConfigError as exc:
+        raise ConfigError(f"experiment.backend: {exc}") from None
+    model = resolve_component(trainer_cls, "models", settings["model"], "experiment.model")
     experiment = Experiment(
         params,
-        settings["model"],
+        model,
+        trainer_cls=trainer_cls,
         name=settings.get("name"),
         save_path=settings.get("save_path"),
         val_score_key=settings.get("val_score_key"),
@@ -313,6 +333,12 @@ def build_data(config: Mapping[str, Any], seed: int | None = None) -> tuple[Any,
             )
         except ValueError as exc:
             raise ConfigError(f"data.val_split = {data['val_split']}: {exc}") from None
+    if data["batch_size"] > len(train):
+        where = f" ({len(dataset)} less data.val_split = {data['val_split']})" if val else ""
+        raise ConfigError(
+            f"data.batch_size = {data['batch_size']} is larger than the {len(train)} training "
+            f"samples{where}; use data.batch_size <= {len(train)}"
+        )
     sampler = data["sampler"]
     if sampler not in samplers():
         raise ConfigError(
@@ -345,6 +371,13 @@ def build_callbacks(
     built = []
     for name, params in config["callbacks"].items():
         if params is False:
+            # Turned off: the name must still exist (a typo would leave the callback on), but
+            # the default job's callbacks may be turned off where their plugin is missing.
+            if name not in registry and name not in _default_callbacks():
+                try:
+                    registry.entry(name)
+                except UnknownNameError as exc:
+                    raise ConfigError(f"callbacks.{name}: {exc}") from None
             continue
         params = {} if params is True else dict(params)
         try:
@@ -362,6 +395,10 @@ def build_callbacks(
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"callbacks.{name}: {exc}") from None
     return built
+
+
+def _default_callbacks() -> set[str]:
+    return set(tomllib.loads(_default_text()).get("callbacks", {}))
 
 
 def _tomlable(value: Any) -> Any:

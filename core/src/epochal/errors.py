@@ -32,3 +32,38 @@ class MissingMetricError(EpochalError, KeyError):
 
 class ConfigError(EpochalError, ValueError):
     """A configuration that cannot be used: the message names the key and what is allowed."""
+
+
+class NonFiniteLossError(EpochalError, FloatingPointError):
+    """A training loss became NaN or infinite; the message names epoch, batch and loss key.
+
+    Backends build it with :meth:`at_batch` or :meth:`all_skipped`, so that every backend
+    words it alike. Batches are counted from 1.
+    """
+
+    _ADVICE = (
+        "Lower the learning rate, check the data for NaN or Inf values, or set "
+        "on_nonfinite='skip_batch' (trainer argument or [training] key) to skip such batches."
+    )
+
+    @classmethod
+    def at_batch(
+        cls, epoch: int, batch: int, n_batches: int | None, key: str | None, value: float
+    ) -> NonFiniteLossError:
+        """``batch`` counts from 1; ``key`` ``None``: the sum of the losses was not finite."""
+        where = f"batch {batch} of {n_batches}" if n_batches else f"batch {batch}"
+        what = f"loss {key!r}" if key is not None else "the summed loss"
+        value = float(value)
+        return cls(
+            f"non-finite loss in epoch {epoch}, {where} (counting from 1): {what} is {value}. "
+            "No checkpoint of this epoch is written; those of earlier epochs are kept. "
+            + cls._ADVICE
+        )
+
+    @classmethod
+    def all_skipped(cls, epoch: int, n_batches: int) -> NonFiniteLossError:
+        return cls(
+            f"epoch {epoch}: the loss was non-finite in all {n_batches} batches, so all were "
+            "skipped (on_nonfinite='skip_batch') and nothing was learned. Lower the learning "
+            "rate or check the data for NaN or Inf values."
+        )

@@ -14,7 +14,10 @@ import inspect
 import json
 import math
 import os
+import re
+import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -25,8 +28,8 @@ from epochal.components import (
     resolve_component,
     seed_everything,
 )
-from epochal.errors import ConfigError
-from epochal.files import atomic_write
+from epochal.errors import ConfigError, EpochalError
+from epochal.files import atomic_write, remove_stale_temp_files
 from epochal.interrupt import TrainingInterrupted, stop_on_signals
 from epochal.params import Parameters
 from epochal.runs import (
@@ -237,7 +240,9 @@ class Experiment:
         try:
             return self.trainer_cls(network, save_path, **trainer_kwargs)
         except (TypeError, ValueError) as exc:  # an argument the trainer refuses: the config's
-            raise ConfigError(f"training: {exc}") from exc
+            named = [key for key in trainer_kwargs if re.search(rf"\b{re.escape(key)}\b", str(exc))]
+            where = ", ".join(f"training.{key}" for key in named) or "training"
+            raise ConfigError(f"{where}: {exc}") from exc
 
     def _callbacks(self, n_batches: int | None = None) -> list[object]:
         if self.config is None:
@@ -285,7 +290,7 @@ class Experiment:
         from (:class:`~epochal.interrupt.TrainingInterrupted` is raised). A run folder held by
         another process is refused.
         """
-        num_epochs = kwargs.pop("num_epochs", None)
+        num_epochs = self._epochs(kwargs.pop("num_epochs", None))
         handle_signals = kwargs.pop("handle_signals", False)
         train, val = self._data(train_data, val_data)
         callbacks = self._callbacks(getattr(train, "n_batches", None))
@@ -321,8 +326,21 @@ class Experiment:
         for callback in self._callbacks(getattr(train, "n_batches", None)):
             trainer.register_callback(callback)  # before the state load: they have state too
         with run_lock(run_dir):
-            trainer.update_state(last)
+            remove_stale_temp_files(run_dir)  # left by a process killed mid-write
+            try:
+                trainer.update_state(last)
+            except EpochalError as exc:  # a truncated, foreign or other-model file: bad input
+                raise ConfigError(str(exc)) from exc
             return self._train(trainer, run_dir, train, val, num_epochs, handle_signals, True)
+
+    def _epochs(self, num_epochs: int | None) -> int:
+        """``num_epochs``, else the experiment's; checked before anything is written."""
+        num_epochs = self.n_epochs if num_epochs is None else num_epochs
+        if num_epochs is None:
+            raise ConfigError("the number of epochs is not set: training.num_epochs = 20")
+        if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
+            raise ConfigError(f"num_epochs must be an integer >= 1, got {num_epochs!r}")
+        return num_epochs
 
     def _find_checkpoint(self, run_dir: str, stem: str) -> str | None:
         for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else ():
@@ -352,9 +370,7 @@ class Experiment:
         handle_signals: bool = False,
         resumed: bool = False,
     ) -> Any:
-        num_epochs = num_epochs or self.n_epochs
-        if num_epochs is None:
-            raise ConfigError("the number of epochs is not set: training.num_epochs = 20")
+        num_epochs = self._epochs(num_epochs)
         recorder = RunRecorder()
         trainer.register_callback(recorder)
         previous = read_summary(run_dir) if resumed else {}
@@ -371,6 +387,10 @@ class Experiment:
         }
         if resumed:
             summary["resumed_at_epoch"] = trainer.start_epoch  # the first epoch trained now
+            if previous.get("status") == "running":  # that process never wrote its end
+                summary["previous_run"] = f"ended without a word (pid {previous.get('pid')})"
+        summary["pid"] = os.getpid()
+        write_summary(run_dir, summary)  # "running" until the end: a killed run shows it
         signals = stop_on_signals(trainer) if handle_signals else contextlib.nullcontext()
         try:
             with signals:
@@ -401,7 +421,12 @@ class Experiment:
                 ),
                 finished=_dt.datetime.now().isoformat(timespec="seconds"),
             )
-            write_summary(run_dir, summary)
+            try:
+                write_summary(run_dir, summary)
+            except OSError as exc:  # e.g. the full disk that failed the run: keep its error
+                if sys.exc_info()[1] is None:
+                    raise
+                warnings.warn(f"summary.json was not updated: {exc}", stacklevel=2)
         self.last_run = RunResult(run_dir, trainer, network, summary)
         return network
 

@@ -8,16 +8,25 @@ whatever the number of workers.
 
 A worker that raises sends its exception instead of a batch; the augmenter
 raises it in the main process as a :class:`~epochal.errors.DataWorkerError`
-chained to the original, with the worker's traceback in the message.
+chained to the original: one line that says which worker, which batch, the
+exception and where it was raised, with the worker's whole traceback as a note
+(shown wherever the traceback is). A worker that dies is reported with its exit
+code; a worker whose main process dies (``kill -9``) exits at once, instead of
+looping forever on its full queue.
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
+import os
 import pickle
 import queue as thread_queue
 import random
+import signal
+import sys
 import threading
+import time
 import traceback
 import weakref
 from multiprocessing import Process, Queue
@@ -64,6 +73,12 @@ class WorkerFailure:
         self.type_name = type(exc).__name__
         self.message = str(exc)
         self.traceback = "".join(traceback.format_exception(exc))
+        frames = traceback.extract_tb(exc.__traceback__)
+        self.where = (
+            f" (in {frames[-1].name}, {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})"
+            if frames
+            else ""
+        )
         try:
             self.pickled: bytes | None = pickle.dumps(exc)
         except Exception:  # noqa: BLE001 - unpicklable exceptions travel as text
@@ -72,12 +87,14 @@ class WorkerFailure:
     def error(self) -> DataWorkerError:
         where = f"data worker {self.worker}" if self.in_worker else "the data loader"
         text = (
-            f"{where} failed on batch {self.batch_nr}: {self.type_name}: {self.message}\n"
-            f"--- traceback in the worker ---\n{self.traceback.rstrip()}\n"
-            "(set n_process_augmentation=0 to run the data pipeline in the main process "
-            "and debug it there)"
+            f"{where} failed on batch {self.batch_nr}: {self.type_name}: {self.message}"
+            f"{self.where}. Set n_process_augmentation=0 (data.num_workers = 0) to run the "
+            "data pipeline in the main process and debug it there"
         )
         error = DataWorkerError(text)
+        # Not in the message (the CLI prints that as its one line): a note, which is shown
+        # wherever the traceback is (--debug, an uncaught error, pytest).
+        error.add_note(f"--- traceback in the worker ---\n{self.traceback.rstrip()}")
         if self.pickled is not None:
             try:
                 error.__cause__ = pickle.loads(self.pickled)
@@ -179,6 +196,54 @@ class EpochSingleThreadedAugmenter(SingleThreadedAugmenter):
         """Nothing to stop: no worker processes (same interface as the multi-process one)."""
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _exit_with_main_process(main_pid: int, main_thread: bool) -> None:
+    """Make this worker die when the process that started it dies.
+
+    Workers are daemons, but only a parent that exits normally stops its daemons; after a
+    ``kill -9`` or the out-of-memory killer they would loop forever on their full queues. On
+    Linux the kernel kills them with the parent (``PR_SET_PDEATHSIG``; only when the main
+    thread started them, as the signal follows the starting *thread*); everywhere, a thread
+    that checks the parent twice a second ends the worker once it is gone.
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux") and main_thread and parent == main_pid:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl (a libc without it): the thread remains
+            pass
+        if os.getppid() != main_pid:  # it died before prctl took effect
+            os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="epochal-parent-watch", daemon=True).start()
+
+
+def _worker(main_pid: int, main_thread: bool, *producer_args: Any) -> None:
+    """A batchgenerators worker that does not outlive the main process."""
+    _exit_with_main_process(main_pid, main_thread)
+    _bg.producer(*producer_args)
+
+
+def _results_loop(*args: Any) -> None:
+    """batchgenerators' result thread, minus its traceback on stderr when a worker dies: it
+    raises a RuntimeError, uncaught in its thread; the main thread reports the death (with the
+    exit codes) anyway, and a CLI user would see a traceback despite no ``--debug``."""
+    abort_event = args[2]
+    try:
+        _bg.results_loop(*args)
+    except RuntimeError:
+        if not abort_event.is_set():
+            raise
+
+
 class EpochMultiThreadedAugmenter(MultiThreadedAugmenter):
     """batchgenerators' multi-process augmenter for one epoch.
 
@@ -201,11 +266,15 @@ class EpochMultiThreadedAugmenter(MultiThreadedAugmenter):
         self.pause_event.clear()
         self._queue_ctr = 0
         self._end_ctr = 0
+        main_pid = os.getpid()
+        main_thread = threading.current_thread() is threading.main_thread()
         for worker in range(self.num_processes):
             self._queues.append(Queue(self.num_cached_per_queue))
             process = Process(
-                target=_bg.producer,
+                target=_worker,
                 args=(
+                    main_pid,
+                    main_thread,
                     self._queues[worker],
                     self.generator,
                     self.transform,
@@ -226,7 +295,7 @@ class EpochMultiThreadedAugmenter(MultiThreadedAugmenter):
             max(3, self.num_cached_per_queue * self.num_processes // 2)
         )
         self.pin_memory_thread = threading.Thread(
-            target=_bg.results_loop,
+            target=_results_loop,
             args=(
                 self._queues,
                 self.pin_memory_queue,

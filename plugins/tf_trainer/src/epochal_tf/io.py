@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from epochal.errors import EpochalError
-from epochal.files import atomic_write
+from epochal.files import atomic_write, os_error_in, write_error_message
 
 __all__ = [
     "FORMAT",
@@ -69,6 +69,8 @@ def save_checkpoint(file_name: str | os.PathLike[str], state: dict[str, Any]) ->
 
     ``state["model"]`` is a list of arrays, ``state["optimizers"]`` ``{name: [arrays]}``,
     ``state["rng"]`` a dict of arrays and JSON values; every other value must be JSON data.
+    A write that fails (a full disk, a file size limit) raises :class:`CheckpointError` naming
+    the file and the cause; the previous ``file_name`` is left as it was, and no temporary file.
     """
     path = os.fspath(file_name)
     arrays, plain = _flatten(state)
@@ -79,8 +81,14 @@ def save_checkpoint(file_name: str | os.PathLike[str], state: dict[str, Any]) ->
             f"cannot write checkpoint {path!r}: {exc}. A TF checkpoint keeps non-array state "
             "(callback state_dict() included) as JSON: return numbers, strings, lists and dicts"
         ) from exc
-    with atomic_write(path) as handle:
-        np.savez(handle, **{_STATE_KEY: np.array(document)}, **arrays)
+    try:
+        with atomic_write(path) as handle:
+            np.savez(handle, **{_STATE_KEY: np.array(document)}, **arrays)
+    except Exception as exc:  # a full disk, a file size limit: name the file and the cause
+        error = os_error_in(exc)
+        if error is None:
+            raise
+        raise CheckpointError(write_error_message("checkpoint", path, error)) from error
     return path
 
 

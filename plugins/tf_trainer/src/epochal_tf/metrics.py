@@ -18,6 +18,9 @@ class CrossEntropy(keras.losses.SparseCategoricalCrossentropy):
 
 
 def accuracy(predictions: Any, labels: Any) -> Any:
-    """Share of samples whose highest output is the label (labels: class indices)."""
+    """Share of samples whose highest output is the label: class indices, or one-hot /
+    class-probability rows (compared by their highest entry)."""
+    if labels.shape.rank == 2 and labels.shape[1] == predictions.shape[1] and labels.shape[1] > 1:
+        labels = tf.argmax(labels, axis=1)
     labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
     return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(predictions, axis=1), labels), tf.float32))

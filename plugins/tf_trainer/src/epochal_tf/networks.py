@@ -25,6 +25,7 @@ __all__ = [
     "call_metric",
     "default_closure",
     "prepare_batch",
+    "supervised_step",
     "to_float32",
 ]
 
@@ -101,7 +102,27 @@ def default_closure(
     ``LossScaleOptimizer`` (mixed float16), whose ``apply_gradients`` unscales the gradients.
     Returns ``(metric_vals, loss_vals, predictions)`` as tensors.
     """
-    optimizer = optimizers["default"]
+    metric_vals, loss_vals, predictions, _ = supervised_step(
+        model, data_dict, optimizers["default"], losses, metrics
+    )
+    return metric_vals, loss_vals, predictions
+
+
+def supervised_step(
+    model: keras.Model,
+    data_dict: dict[str, Any],
+    optimizer: keras.optimizers.Optimizer,
+    losses: dict[str, Any],
+    metrics: dict[str, Any],
+    skip_nonfinite: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any], Any, Any]:
+    """:func:`default_closure`'s step, plus ``finite``: whether the summed loss (with the
+    model's regularisation losses) is finite, a boolean tensor.
+
+    With ``skip_nonfinite`` the update is made only when it is (``tf.cond`` in the graph: no
+    host read): otherwise the optimizer is not called at all, so its state (iterations,
+    moments, a loss scale) stays as it was.
+    """
     label = data_dict["label"]
     with tf.GradientTape() as tape:
         predictions = model(data_dict["data"], training=True)
@@ -113,9 +134,20 @@ def default_closure(
         scaled = optimizer.scale_loss(total)
     variables = model.trainable_variables
     gradients = tape.gradient(scaled, variables)
-    optimizer.apply_gradients(zip(gradients, variables, strict=True))
+    finite = tf.math.is_finite(tf.reduce_sum(total))
+    if not skip_nonfinite:
+        optimizer.apply_gradients(zip(gradients, variables, strict=True))
+    else:
+        if not optimizer.built:  # not inside the branch: variables are made outside a cond
+            optimizer.build(variables)
+
+        def update() -> Any:
+            optimizer.apply_gradients(zip(gradients, variables, strict=True))
+            return tf.constant(True)
+
+        tf.cond(finite, update, lambda: tf.constant(False))
     metric_vals = {name: call_metric(fn, output, label) for name, fn in metrics.items()}
-    return metric_vals, loss_vals, predictions
+    return metric_vals, loss_vals, predictions, finite
 
 
 class AbstractTfNetwork(keras.Model):

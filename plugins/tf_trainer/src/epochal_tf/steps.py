@@ -7,6 +7,14 @@ A batch that still does not fit (other keys, other feature shapes) gets one wide
 
 The training step adds each loss and metric, times the batch size, to a float64 variable and
 counts the samples, inside the graph: the host reads them once per epoch (:meth:`read_sums`).
+
+Non-finite losses (``on_nonfinite``) are handled in the graph too, with no host read per batch:
+``"raise"`` records the first batch whose losses are not all finite (its index and its loss
+values) in a variable, and :meth:`read_sums` raises :class:`~epochal.errors.NonFiniteLossError`
+at the epoch's end (so the rest of that epoch trains on, but the core loop writes no checkpoint
+of it). ``"skip_batch"`` (default step only) makes the update under ``tf.cond`` on the summed
+loss being finite, leaves skipped batches out of the sums and counts them in a variable: the
+train metric ``nonfinite_batches``, present in every epoch of such a run.
 """
 
 from __future__ import annotations
@@ -16,10 +24,20 @@ from typing import Any
 
 import numpy as np
 
+from epochal.errors import NonFiniteLossError
 from epochal_tf._tf import tf
-from epochal_tf.networks import call_metric, default_closure, prepare_batch, to_float32
+from epochal_tf.networks import (
+    call_metric,
+    default_closure,
+    prepare_batch,
+    supervised_step,
+    to_float32,
+)
 
-__all__ = ["CompiledSteps"]
+__all__ = ["NONFINITE_METRIC", "CompiledSteps"]
+
+#: Train-metric key of the per-epoch count of skipped batches (with ``"skip_batch"``).
+NONFINITE_METRIC = "nonfinite_batches"
 
 Keys = tuple[str, ...]
 
@@ -59,13 +77,21 @@ class CompiledSteps:
         self._eval: dict[tuple, tuple[Callable[..., Any], Keys]] = {}
         self._signature: tuple[Keys, tuple] | None = None
         self._sums: dict[str, tf.Variable] = {}
+        self.skip_nonfinite = trainer.on_nonfinite == "skip_batch"
+        #: The losses' names, in the order of the first-bad-batch record (set when tracing).
+        self._loss_names: tuple[str, ...] = ()
+        self._first_bad: tf.Variable | None = None
         with tf.device(trainer.device):
             self._seen = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seen")
+            # the epoch's batches, and how many were skipped (skip_batch)
+            self._counts = tf.Variable([0.0, 0.0], dtype=tf.float64, trainable=False)
             if trainer.closure is default_closure:
                 # names known now: created before tracing, a tf.function traces once (a
                 # variable created while tracing makes TensorFlow trace a second time)
                 for name in (*trainer.losses, *trainer.metrics):
                     self._sum_variable(name)
+                if not self.skip_nonfinite:
+                    self._first_bad_variable(tuple(trainer.losses))
 
     def _compile(self, fn: Callable[..., Any], specs: tuple) -> Callable[..., Any]:
         if self.run_eagerly:
@@ -121,13 +147,20 @@ class CompiledSteps:
             )
         first_trace = self.trace_count == 0
 
+        skip = self.skip_nonfinite
+
         def step(*arrays: Any) -> Any:
             self._counted()
             data_dict = dict(zip(keys, arrays, strict=True))
             try:
-                metric_vals, loss_vals, _ = closure(
-                    model, data_dict, optimizers, losses, metrics, fold, **kwargs
-                )
+                if closure is default_closure:
+                    metric_vals, loss_vals, _, finite = supervised_step(
+                        model, data_dict, optimizers["default"], losses, metrics, skip
+                    )
+                else:
+                    metric_vals, loss_vals, _ = closure(
+                        model, data_dict, optimizers, losses, metrics, fold, **kwargs
+                    )
             except (TypeError, ValueError) as exc:
                 if not first_trace:
                     raise
@@ -140,13 +173,46 @@ class CompiledSteps:
                     "indices, CategoricalCrossentropy one-hot labels)."
                 ) from exc
             size = tf.cast(tf.shape(arrays[0])[0], tf.float64)
-            for name, value in (*loss_vals.items(), *metric_vals.items()):
-                value = tf.reduce_mean(tf.cast(value, tf.float64))
-                self._sum_variable(name).assign_add(value * size)
-            self._seen.assign_add(size)
+            means = {
+                name: tf.reduce_mean(tf.cast(value, tf.float64))
+                for name, value in (*loss_vals.items(), *metric_vals.items())
+            }
+            if skip:  # a skipped batch adds nothing to the sums, one to the count
+                for name, value in means.items():
+                    self._sum_variable(name).assign_add(tf.where(finite, value * size, 0.0))
+                self._seen.assign_add(tf.where(finite, size, 0.0))
+                skipped = tf.cast(tf.logical_not(finite), tf.float64)
+                self._counts.assign_add(tf.stack([tf.constant(1.0, tf.float64), skipped]))
+            else:
+                for name, value in means.items():
+                    self._sum_variable(name).assign_add(value * size)
+                self._seen.assign_add(size)
+                self._record_first_bad([means[name] for name in loss_vals], tuple(loss_vals))
             return (loss_vals, metric_vals) if with_outputs else None
 
         return self._compile(step, specs)
+
+    def _first_bad_variable(self, loss_names: tuple[str, ...]) -> tf.Variable:
+        """``[batch index or -1, each loss's value at that batch]``, for on_nonfinite="raise"."""
+        if self._first_bad is None or loss_names != self._loss_names:
+            with tf.init_scope():  # when made while tracing (custom closures): lifted out
+                self._first_bad = tf.Variable(
+                    [-1.0] + [0.0] * len(loss_names), dtype=tf.float64, trainable=False
+                )
+            self._loss_names = loss_names
+        return self._first_bad
+
+    def _record_first_bad(self, values: list[Any], loss_names: tuple[str, ...]) -> None:
+        """In the graph: keep the index and loss values of the epoch's first non-finite batch,
+        and count the batch."""
+        batch_index = self._counts[0]  # read before the count goes up: counts from 0
+        self._counts.assign_add([1.0, 0.0])
+        if not values:
+            return
+        record = self._first_bad_variable(loss_names)
+        values = tf.stack(values)
+        new_bad = tf.logical_and(record[0] < 0.0, ~tf.math.is_finite(tf.reduce_sum(values)))
+        record.assign(tf.where(new_bad, tf.concat([[batch_index], values], 0), record))
 
     def _sum_variable(self, name: str) -> tf.Variable:
         variable = self._sums.get(name)
@@ -160,14 +226,31 @@ class CompiledSteps:
     def reset_sums(self) -> None:
         for variable in (self._seen, *self._sums.values()):
             variable.assign(0.0)
+        self._counts.assign([0.0, 0.0])
+        if self._first_bad is not None:
+            self._first_bad.assign([-1.0] + [0.0] * len(self._loss_names))
 
-    def read_sums(self) -> dict[str, float]:
-        """The epoch's sample-weighted means: one read from the device."""
-        if not self._sums:
-            return {}
+    def read_sums(self, epoch: int = 0) -> dict[str, float]:
+        """The epoch's sample-weighted means: one read from the device. Raises
+        :class:`~epochal.errors.NonFiniteLossError` for a non-finite loss (``"raise"``) or
+        an epoch whose batches were all skipped (``"skip_batch"``)."""
         names = list(self._sums)
-        values = tf.stack([self._sums[name] for name in names] + [self._seen]).numpy()
-        return dict(zip(names, (values[:-1] / values[-1]).tolist(), strict=True))
+        record = [self._first_bad] if self._first_bad is not None else []
+        sums = tf.stack([self._sums[name] for name in names] + [self._seen])
+        values = tf.concat([sums, self._counts, *record], 0).numpy()
+        seen, n_batches, skipped = values[len(names) : len(names) + 3]
+        bad = values[len(names) + 3 :]  # the first non-finite batch ("raise")
+        if self.skip_nonfinite and skipped == n_batches:
+            raise NonFiniteLossError.all_skipped(epoch, int(n_batches))
+        if not self.skip_nonfinite and bad.size and bad[0] >= 0:
+            which = [i for i, value in enumerate(bad[1:]) if not np.isfinite(value)]
+            key = self._loss_names[which[0]] if which else None
+            value = bad[1 + which[0]] if which else np.inf
+            raise NonFiniteLossError.at_batch(epoch, int(bad[0]) + 1, int(n_batches), key, value)
+        means = dict(zip(names, (values[: len(names)] / seen).tolist(), strict=True))
+        if self.skip_nonfinite:
+            means[NONFINITE_METRIC] = int(skipped)
+        return means
 
     # -- evaluation ----------------------------------------------------------------------
 

@@ -30,6 +30,8 @@ from epochal_tf.steps import CompiledSteps
 
 __all__ = ["TfNetworkTrainer"]
 
+ON_NONFINITE = ("raise", "skip_batch")
+
 SUFFIX = ".tf.npz"
 
 
@@ -90,6 +92,11 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
             with loss scaling on a GPU), for this network only.
         mixed_precision_kwargs: ``dtype``, ``initial_scale``, ``dynamic_growth_steps``,
             ``enabled``.
+        on_nonfinite: what a NaN or infinite training loss does: ``"raise"`` (stop with
+            :class:`~epochal.errors.NonFiniteLossError` at the epoch's end, naming the first
+            bad batch; no checkpoint of that epoch) or ``"skip_batch"`` (no update for that
+            batch; counted as the train metric ``nonfinite_batches``). See
+            :mod:`epochal_tf.steps`.
         **kwargs: ``run_eagerly=True`` (debugging: no ``tf.function``), ``jit_compile=True``
             (XLA); the rest is passed to the network's ``closure``.
     """
@@ -145,8 +152,12 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
         start_epoch: int = 1,
         mixed_precision: bool = False,
         mixed_precision_kwargs: dict[str, Any] | None = None,
+        on_nonfinite: str = "raise",
         **kwargs: Any,
     ) -> None:
+        if on_nonfinite not in ON_NONFINITE:
+            raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
         super().__init__(
             fold,
             callbacks,
@@ -213,6 +224,13 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
             type(network).closure is not AbstractTfNetwork.closure
         )
         self.closure = type(network).closure if custom else default_closure
+        if custom and self.on_nonfinite == "skip_batch":
+            raise ValueError(
+                f"on_nonfinite='skip_batch' needs the default training step, but "
+                f"{type(network).__name__} has its own closure, which applies its updates "
+                "itself; in your closure, skip the step yourself when the loss is not finite "
+                "(e.g. under tf.cond; on_nonfinite='raise' works with closures)"
+            )
         if not custom and "default" not in self.optimizers:
             raise ValueError(
                 f"the default training step uses optimizers['default'], but optim_fn returned "
@@ -263,7 +281,7 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
                     )
         if batch_nr < 0:
             raise ValueError(f"epoch {epoch} received no batches from the training data")
-        return steps.read_sums()
+        return steps.read_sums(epoch)
 
     def predict(
         self, batchgen: Iterable[dict], batch_size: int | None = None

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from epochal.errors import EpochalError
-from epochal.files import atomic_write
+from epochal.files import atomic_write, os_error_in, write_error_message
 
 __all__ = [
     "CheckpointError",
@@ -33,10 +33,20 @@ class CheckpointError(EpochalError):
 
 
 def save_checkpoint(file_name: str | os.PathLike[str], state: dict[str, Any]) -> str:
-    """Write ``state`` to ``file_name`` through a temporary file and ``os.replace``."""
+    """Write ``state`` to ``file_name`` through a temporary file and ``os.replace``.
+
+    A write that fails (a full disk, a file size limit) raises :class:`CheckpointError` naming
+    the file and the cause; the previous ``file_name`` is left as it was, and no temporary file.
+    """
     path = os.fspath(file_name)
-    with atomic_write(path) as handle:
-        torch.save(state, handle)
+    try:
+        with atomic_write(path) as handle:
+            torch.save(state, handle)
+    except Exception as exc:  # torch reports a failed write as a RuntimeError about the zip
+        error = os_error_in(exc)
+        if error is None:
+            raise
+        raise CheckpointError(write_error_message("checkpoint", path, error)) from error
     return path
 
 

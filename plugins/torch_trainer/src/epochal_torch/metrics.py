@@ -9,6 +9,9 @@ __all__ = ["accuracy"]
 
 
 def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Share of samples whose highest logit is the label (labels: class indices)."""
+    """Share of samples whose highest logit is the label: class indices, or one-hot /
+    class-probability rows (compared by their highest entry)."""
+    if labels.dim() == 2 and labels.shape == predictions.shape:
+        labels = labels.argmax(dim=1)
     labels = labels.reshape(-1)
     return (predictions.argmax(dim=1) == labels).to(torch.float32).mean()

@@ -7,13 +7,20 @@ training step: forward, losses, backward, optimizer steps), as in delira; a plai
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["AbstractPyTorchNetwork", "default_closure", "prepare_batch", "to_tensor"]
+__all__ = [
+    "AbstractPyTorchNetwork",
+    "default_closure",
+    "prepare_batch",
+    "supervised_step",
+    "to_tensor",
+]
 
 
 def to_tensor(value: Any, device: torch.device) -> Any:
@@ -60,22 +67,49 @@ def default_closure(
     ``kwargs["autocast"]``, when given, is entered around the forward pass and the losses only;
     ``kwargs["scaler"]`` is the trainer's ``GradScaler`` for float16.
     """
-    optimizer = optimizers["default"]
-    autocast = kwargs.get("autocast")
+    metric_vals, loss_vals, predictions, _ = supervised_step(
+        model,
+        data_dict,
+        optimizers["default"],
+        losses,
+        metrics,
+        kwargs.get("autocast"),
+        kwargs.get("scaler"),
+    )
+    return metric_vals, loss_vals, predictions
+
+
+def supervised_step(
+    model: torch.nn.Module,
+    data_dict: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    losses: dict[str, Any],
+    metrics: dict[str, Any],
+    autocast: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
+    check_finite: bool = False,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, bool]:
+    """:func:`default_closure`'s step, plus ``stepped`` (whether the update was made).
+
+    With ``check_finite`` the summed loss is read on the host (free on the CPU, a sync on a
+    GPU) before the backward pass; when it is NaN or infinite the step stops there: no
+    gradients, no optimizer step (its state stays as it was), no metrics, ``stepped`` False.
+    """
     with autocast() if autocast is not None else _nullcontext:
         predictions = model(data_dict["data"])
         label = data_dict["label"]
         loss_vals = {name: criterion(predictions, label) for name, criterion in losses.items()}
     total = _sum(loss_vals)
+    if check_finite and not math.isfinite(total.item()):
+        return {}, loss_vals, predictions, False
     optimizer.zero_grad(set_to_none=True)
-    scaler = kwargs.get("scaler")
     (total if scaler is None else scaler.scale(total)).backward()
     optimizer.step()  # with a GradScaler, the trainer routed step() through it
     if not metrics:  # entering no_grad costs ~3 µs a step in the loop: only when needed
-        return {}, loss_vals, predictions
+        return {}, loss_vals, predictions, True
     with torch.no_grad():
         metric_vals = {name: fn(predictions, label) for name, fn in metrics.items()}
-    return metric_vals, loss_vals, predictions
+    return metric_vals, loss_vals, predictions, True
 
 
 class _NullContext:

@@ -8,6 +8,7 @@ and are read once per epoch.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -16,7 +17,9 @@ import numpy as np
 import torch
 
 from epochal.data.batching import batch_length, rebatch
+from epochal.errors import NonFiniteLossError
 from epochal.trainer import AbstractNetworkTrainer
+from epochal_torch.epoch import epoch_means, finish_epoch
 from epochal_torch.io import (
     check_fits,
     load_checkpoint,
@@ -24,12 +27,14 @@ from epochal_torch.io import (
     rng_state,
     save_checkpoint,
 )
+from epochal_torch.labels import check_first_batch
 from epochal_torch.networks import (
     AbstractPyTorchNetwork,
-    default_closure,
     prepare_batch,
+    supervised_step,
     to_tensor,
 )
+from epochal_torch.nonfinite import check_on_nonfinite
 from epochal_torch.optim import AmpConfig, attach_amp, create_optims_default_pytorch
 
 __all__ = ["PyTorchNetworkTrainer"]
@@ -55,25 +60,6 @@ def _device_for(gpu_ids: list[int]) -> torch.device:
     return torch.device(f"cuda:{gpu_ids[0]}")
 
 
-def _epoch_means(history: dict[str, list[Any]], sizes: list[int]) -> dict[str, float]:
-    """Sample-weighted means of every key, read from the device in one transfer."""
-    if not history:
-        return {}
-    keys = list(history)
-    weights = torch.tensor(sizes, dtype=torch.float64)
-    stacked = []
-    for key in keys:
-        values = history[key]
-        if all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in values):
-            values = torch.stack(values)  # the usual case: one stack, not 3 ops per value
-        elif all(type(v) is float for v in values):
-            values = torch.tensor(values, dtype=torch.float64)
-        else:
-            values = torch.stack([torch.as_tensor(v).detach().reshape(()) for v in values])
-        stacked.append((values.detach().to(torch.float64).cpu() * weights).sum() / weights.sum())
-    return dict(zip(keys, torch.stack(stacked).tolist(), strict=True))
-
-
 class PyTorchNetworkTrainer(AbstractNetworkTrainer):
     """Trains a ``torch.nn.Module`` (delira's ``PyTorchNetworkTrainer`` API, name for name).
 
@@ -94,6 +80,10 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         fold, callbacks, start_epoch: as in :class:`AbstractNetworkTrainer`.
         mixed_precision: train with ``torch.amp`` (float16 + GradScaler on CUDA, bfloat16 on CPU).
         mixed_precision_kwargs: ``dtype``, ``init_scale``, ``growth_interval``, ``enabled``.
+        on_nonfinite: what a NaN or infinite training loss does: ``"raise"`` (stop with
+            :class:`~epochal.errors.NonFiniteLossError`, keeping earlier checkpoints) or
+            ``"skip_batch"`` (no update for that batch; counted as the train metric
+            ``nonfinite_batches``). See :mod:`epochal_torch.nonfinite`.
         **kwargs: passed to the network's ``closure``.
     """
 
@@ -149,8 +139,10 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         start_epoch: int = 1,
         mixed_precision: bool = False,
         mixed_precision_kwargs: dict[str, Any] | None = None,
+        on_nonfinite: str = "raise",
         **kwargs: Any,
     ) -> None:
+        self.on_nonfinite = check_on_nonfinite(on_nonfinite)
         super().__init__(
             fold,
             callbacks,
@@ -167,6 +159,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         self.optimizer_params = dict(optimizer_params or {})
         self.closure_kwargs = kwargs
         self._best_weights: dict[str, torch.Tensor] | None = None
+        self._labels_checked = False
         self._setup(
             network,
             optim_fn,
@@ -205,6 +198,13 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             type(network).closure is not AbstractPyTorchNetwork.closure
         )
         self._closure = type(network).closure if custom else None
+        if custom and self.on_nonfinite == "skip_batch":
+            raise ValueError(
+                f"on_nonfinite='skip_batch' needs the default training step, but "
+                f"{type(network).__name__} has its own closure, which takes its optimizer steps "
+                "itself; in your closure, skip the step yourself when the loss is not finite "
+                "(on_nonfinite='raise' works with closures)"
+            )
         if not custom and "default" not in self.optimizers:
             raise ValueError(
                 f"the default training step uses optimizers['default'], but optim_fn returned "
@@ -232,6 +232,9 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
     # -- training ------------------------------------------------------------------------
 
     def _train_single_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
+        if not self._labels_checked:  # once per trainer: labels that cannot fit the loss
+            self._labels_checked = True
+            batchgen = check_first_batch(self, batchgen)
         if (
             self._closure is None
             and self._prepare is prepare_batch
@@ -242,54 +245,40 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             and len(self.criterions) == 1
         ):
             return self._train_plain_epoch(batchgen, epoch)  # the common case, ~5% faster
-        model, optimizers, fold = self.module, self.optimizers, self.fold
+        model, optimizer = self.module, self.optimizers.get("default")
+        criterions, metrics = self.criterions, self.metrics
         model.train()
         hook, scaler, closure = self._batch_end_hook, self.scaler, self._closure
         autocast = self.amp.autocast if self.amp.enabled else None
+        # No loss read per batch (DESIGN §4), unless skip_batch must decide before each update;
+        # with "raise" the epoch's end finds a non-finite batch (epochal_torch.nonfinite).
+        skip = self.on_nonfinite == "skip_batch"
         history: dict[str, list[Any]] = {}
         sizes: list[int] = []
+        loss_names: tuple[str, ...] = ()
+        skipped, batch_nr = 0, -1
         for batch_nr, batch in enumerate(batchgen):
             data_dict = self._prepare(batch, self.input_device, self.output_device)
             if closure is None:
-                metric_vals, loss_vals, _ = default_closure(
-                    model,
-                    data_dict,
-                    optimizers,
-                    self.criterions,
-                    self.metrics,
-                    fold,
-                    autocast=autocast,
-                    scaler=scaler,
+                metric_vals, loss_vals, _, stepped = supervised_step(
+                    model, data_dict, optimizer, criterions, metrics, autocast, scaler, skip
                 )
-            elif autocast is None:
-                metric_vals, loss_vals, _ = closure(
-                    model,
-                    data_dict,
-                    optimizers,
-                    self.criterions,
-                    self.metrics,
-                    fold,
-                    **self.closure_kwargs,
-                )
-            else:  # a custom step does its own backward: autocast has to enclose it all
-                with autocast():
-                    metric_vals, loss_vals, _ = closure(
-                        model,
-                        data_dict,
-                        optimizers,
-                        self.criterions,
-                        self.metrics,
-                        fold,
-                        **self.closure_kwargs,
-                    )
-            if scaler is not None:
-                scaler.update()
-            for name, value in loss_vals.items():
-                history.setdefault(name, []).append(value.detach())
-            for name, value in metric_vals.items():
-                history.setdefault(name, []).append(value)
-            sizes.append(batch_length(batch))
-            if hook is not None:
+            else:
+                metric_vals, loss_vals = self._closure_step(data_dict, autocast)
+                stepped = True
+            if not loss_names:
+                loss_names = tuple(loss_vals)
+            if stepped:
+                if scaler is not None:
+                    scaler.update()
+                for name, value in loss_vals.items():
+                    history.setdefault(name, []).append(value.detach())
+                for name, value in metric_vals.items():
+                    history.setdefault(name, []).append(value)
+                sizes.append(batch_length(batch))
+            else:
+                skipped += 1
+            if hook is not None:  # every batch, skipped ones too (their losses are not finite)
                 hook(
                     trainer=self,
                     epoch=epoch,
@@ -297,9 +286,22 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
                     losses=loss_vals,
                     metrics=metric_vals,
                 )
-        if not sizes:
-            raise ValueError(f"epoch {epoch} received no batches from the training data")
-        return _epoch_means(history, sizes)
+        return finish_epoch(
+            history, sizes, loss_names, epoch, batch_nr + 1, skipped, skip=skip, checked=skip
+        )
+
+    def _closure_step(
+        self, data_dict: dict[str, Any], autocast: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A custom closure's step: ``(metric_vals, loss_vals)``."""
+        closure, kwargs = self._closure, self.closure_kwargs
+        args = (self.module, data_dict, self.optimizers, self.criterions, self.metrics, self.fold)
+        if autocast is None:
+            metric_vals, loss_vals, _ = closure(*args, **kwargs)
+        else:  # a custom step does its own backward: autocast has to enclose it all
+            with autocast():
+                metric_vals, loss_vals, _ = closure(*args, **kwargs)
+        return metric_vals, loss_vals
 
     def _train_plain_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
         """:func:`default_closure`'s step written into the loop, for the common case (a plain
@@ -309,24 +311,42 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         model, optimizer = self.module, self.optimizers["default"]
         input_device, output_device = self.input_device, self.output_device
         ((name, criterion),) = self.criterions.items()
+        skip = self.on_nonfinite == "skip_batch"
         # On the CPU a loss read is no device sync, and a Python float does not keep one small
-        # tensor per batch alive, which costs a large network ~1-2% (allocator). On a GPU the
-        # losses stay on the device until the epoch ends (DESIGN §4).
-        keep = torch.Tensor.item if output_device.type == "cpu" else torch.Tensor.detach
+        # tensor per batch alive, which costs a large network ~1-2% (allocator); the read also
+        # serves the non-finite check, before the update. On a GPU the losses stay on the
+        # device until the epoch ends (DESIGN §4), unless skip_batch needs them per batch.
+        read_each = skip or output_device.type == "cpu"
+        isfinite = math.isfinite
         model.train()
         losses: list[Any] = []
         sizes: list[int] = []
-        for batch in batchgen:
+        skipped, batch_nr = 0, -1
+        for batch_nr, batch in enumerate(batchgen):
             data = to_tensor(batch["data"], input_device)
             loss = criterion(model(data), to_tensor(batch["label"], output_device))
+            if not read_each:
+                value = loss.detach()
+            elif not isfinite(value := loss.item()):
+                if not skip:
+                    raise NonFiniteLossError.at_batch(epoch, batch_nr + 1, None, name, value)
+                skipped += 1
+                continue
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(keep(loss))
+            losses.append(value)
             sizes.append(batch_length(batch))
-        if not sizes:
-            raise ValueError(f"epoch {epoch} received no batches from the training data")
-        return _epoch_means({name: losses}, sizes)
+        return finish_epoch(
+            {name: losses},
+            sizes,
+            (name,),
+            epoch,
+            batch_nr + 1,
+            skipped,
+            skip=skip,
+            checked=read_each,
+        )
 
     def predict(
         self, batchgen: Iterable[dict], batch_size: int | None = None
@@ -361,7 +381,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         return (
             predictions,
             ([np.concatenate(labels)] if labels else []),
-            _epoch_means(history, sizes),
+            epoch_means(history, sizes),
         )
 
     # -- best model ------------------------------------------------------------------------
