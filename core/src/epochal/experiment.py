@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import inspect
-import json
-import math
 import os
 import re
 import sys
@@ -31,12 +29,11 @@ from epochal.components import (
 from epochal.errors import ConfigError, EpochalError
 from epochal.files import atomic_write, remove_stale_temp_files
 from epochal.interrupt import TrainingInterrupted, stop_on_signals
+from epochal.kfold import KFoldResult, cross_validate
 from epochal.params import Parameters
 from epochal.runs import (
-    KFoldResult,
     RunRecorder,
     RunResult,
-    _jsonable,
     backend_trainer,
     new_run_dir,
     read_summary,
@@ -482,43 +479,20 @@ class Experiment:
             raise ConfigError(f"num_splits must be an integer >= 2, got {num_splits!r}")
         dataset = self._kfold_dataset(data)
         seed = random_seed if random_seed is not None else self.seed
-        if split_type == "stratified":
-            folds = dataset.stratified_kfold(num_splits, shuffle, seed, label_key=label_key)
-        else:
-            folds = dataset.kfold(num_splits, shuffle, seed)
         root = os.fspath(run_dir) if run_dir else new_run_dir(self.save_path, self.name + "-kfold")
-        result = KFoldResult()
-        for fold, (train_part, test_part) in enumerate(folds):
-            val_part = None
-            if val_split:
-                stratify = label_key if split_type == "stratified" else None
-                train_part, val_part = train_part.train_test_split(
-                    test_size=val_split, random_state=seed, stratify=stratify
-                )
-            fold_dir = os.path.join(root, f"fold_{fold}")
-            network = self.run(
-                train_part, val_part, run_dir=fold_dir, num_epochs=num_epochs, fold=fold
-            )
-            assert self.last_run is not None
-            _, _, scores = self.test(network, test_part, metrics)
-            result.folds.append(
-                {
-                    "fold": fold,
-                    "run_dir": fold_dir,
-                    "best_epoch": self.last_run.best_epoch,
-                    "best_val_score": self.last_run.best_val_score,
-                    "test": scores,
-                }
-            )
-        keys = sorted({key for fold in result.folds for key in fold["test"]})
-        for key in keys:
-            values = [fold["test"][key] for fold in result.folds if key in fold["test"]]
-            mean = sum(values) / len(values)
-            result.mean[key] = mean
-            result.std[key] = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-        with atomic_write(os.path.join(root, "kfold.json")) as handle:
-            handle.write(json.dumps(result.as_dict(), indent=2, default=_jsonable).encode())
-        return result
+        return cross_validate(
+            self,
+            dataset,
+            metrics,
+            num_epochs,
+            num_splits,
+            shuffle,
+            seed,
+            split_type,
+            val_split,
+            label_key,
+            root,
+        )
 
     def _kfold_dataset(self, data: Any) -> Any:
         if data is None:

@@ -12,14 +12,13 @@ import json
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from epochal.errors import ConfigError
 from epochal.files import atomic_write
 
 __all__ = [
-    "KFoldResult",
     "RunRecorder",
     "RunResult",
     "backend_trainer",
@@ -50,18 +49,6 @@ class RunResult:
     @property
     def best_epoch(self) -> int | None:
         return self.summary.get("best_epoch")
-
-
-@dataclass
-class KFoldResult:
-    """Per-fold test metrics, and their mean and standard deviation over the folds."""
-
-    folds: list[dict[str, Any]] = field(default_factory=list)
-    mean: dict[str, float] = field(default_factory=dict)
-    std: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"folds": self.folds, "mean": self.mean, "std": self.std}
 
 
 class RunRecorder:
