@@ -269,3 +269,23 @@ def test_tf_experiment_trains_with_the_same_names(tmp_path, digits_split):
     assert "checkpoint_best.tf.npz" in os.listdir(experiment.last_run.run_dir)
     with pytest.raises(ValueError, match="trains with TensorFlow"):
         TfExperiment(Parameters(fixed_params=PARAMS), "mlp", backend="torch")
+
+
+def test_resume_puts_back_the_best_checkpoint_a_kill_left_from_a_later_epoch(tmp_path):
+    """A kill between the writes of checkpoint_best and checkpoint_last (epoch 3) leaves a best
+    file of epoch 3 beside a checkpoint_last of epoch 2: resume restores the best of its history."""
+    ahead = Experiment.from_config(_config(tmp_path / "a", epochs=3))
+    ahead.run(run_dir=tmp_path / "ahead")
+    behind = Experiment.from_config(_config(tmp_path / "b", epochs=2))
+    behind.run(run_dir=tmp_path / "run")
+    best = tmp_path / "run" / "checkpoint_best.pt"
+    assert torch.load(best, weights_only=True)["epoch"] == 2  # digits improve every epoch here
+    best.write_bytes((tmp_path / "ahead" / "checkpoint_best.pt").read_bytes())
+    assert torch.load(best, weights_only=True)["epoch"] == 3  # the state after the kill
+
+    with pytest.warns(UserWarning, match="already complete"):
+        behind.resume(tmp_path / "run", num_epochs=2)
+    restored = torch.load(best, weights_only=True)
+    last = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)
+    assert restored["epoch"] == 2
+    assert all(torch.equal(restored["model"][k], last["model"][k]) for k in last["model"])
