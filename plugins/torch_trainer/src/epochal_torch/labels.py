@@ -39,7 +39,12 @@ def _check(trainer: Any, batch: dict) -> None:
         return
     name, loss = losses[0]
     kind = f"{type(loss).__name__} ({name!r})"
-    label = np.asarray(batch["label"])
+    label = batch["label"]
+    if isinstance(label, torch.Tensor):
+        if label.device.type != "cpu":  # already on the GPU: reading it would sync; trust it
+            return
+        label = label.numpy()
+    label = np.asarray(label)
     model = trainer.module
     was_training = model.training
     model.eval()
