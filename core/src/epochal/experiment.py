@@ -13,7 +13,6 @@ import datetime as _dt
 import inspect
 import os
 import re
-import shutil
 import sys
 import time
 import warnings
@@ -36,8 +35,10 @@ from epochal.runs import (
     RunRecorder,
     RunResult,
     backend_trainer,
+    checkpoint_file,
     new_run_dir,
     read_summary,
+    reconcile_best,
     run_lock,
     versions,
     write_summary,
@@ -329,42 +330,8 @@ class Experiment:
                 trainer.update_state(last)
             except EpochalError as exc:  # a truncated, foreign or other-model file: bad input
                 raise ConfigError(str(exc)) from exc
-            self._reconcile_best(trainer, run_dir)
+            reconcile_best(trainer, run_dir)
             return self._train(trainer, run_dir, train, val, num_epochs, handle_signals, True)
-
-    def _reconcile_best(self, trainer: Any, run_dir: str) -> None:
-        """Make ``checkpoint_best`` the epoch ``checkpoint_last`` calls best.
-
-        A kill between the writes of ``checkpoint_best`` and ``checkpoint_last`` leaves a best
-        file of an epoch the resumed run trains again; on hardware that does not repeat itself
-        exactly, that epoch may turn out differently. The best epoch's weights are put back
-        from ``checkpoint_last`` (when it is that epoch) or ``checkpoint_epoch_<n>``.
-        """
-        best_file = _checkpoint_file(run_dir, "checkpoint_best")
-        if best_file is None or trainer.best_epoch is None:
-            return
-        try:
-            saved_epoch = trainer.load_state(os.path.join(run_dir, "checkpoint_best"))["epoch"]
-        except (EpochalError, OSError, KeyError, ValueError):
-            saved_epoch = None
-        if saved_epoch == trainer.best_epoch:
-            return
-        at_epoch_end = (
-            trainer._resume_batches == 0 and trainer.start_epoch - 1 == trainer.best_epoch
-        )
-        source = _checkpoint_file(run_dir, "checkpoint_last") if at_epoch_end else None
-        source = source or _checkpoint_file(run_dir, f"checkpoint_epoch_{trainer.best_epoch}")
-        if source is None:
-            os.remove(best_file)
-            warnings.warn(
-                f"{best_file} held epoch {saved_epoch}, not the best epoch {trainer.best_epoch} "
-                "of checkpoint_last, and no checkpoint of that epoch is left: it was removed; "
-                "the next best epoch writes it again",
-                stacklevel=3,
-            )
-            return
-        with open(source, "rb") as handle, atomic_write(best_file) as target:
-            shutil.copyfileobj(handle, target)
 
     def _epochs(self, num_epochs: int | None) -> int:
         """``num_epochs``, else the experiment's; checked before anything is written."""
@@ -377,7 +344,7 @@ class Experiment:
 
     def _find_checkpoint(self, run_dir: str, stem: str) -> str | None:
         """``run_dir/stem`` (as the backends' ``load_state`` takes it) if that checkpoint exists."""
-        return os.path.join(run_dir, stem) if _checkpoint_file(run_dir, stem) else None
+        return os.path.join(run_dir, stem) if checkpoint_file(run_dir, stem) else None
 
     def restore(self, run_dir: str | os.PathLike[str], checkpoint: str = "best") -> Any:
         """A trainer holding the weights of ``checkpoint_<checkpoint>`` in ``run_dir`` (falls
@@ -547,11 +514,3 @@ def _as_manager(data: Any, batch_size: int, workers: int, sampler: str, seed: in
     from epochal.data import DataManager
 
     return DataManager(data, min(batch_size, len(data)), workers, sampler_cls=sampler, seed=seed)
-
-
-def _checkpoint_file(run_dir: str, stem: str) -> str | None:
-    """The file of checkpoint ``stem`` in ``run_dir`` (whatever the backend's suffix)."""
-    for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else ():
-        if name == stem or (name.startswith(stem + ".") and not name.endswith(".tmp")):
-            return os.path.join(run_dir, name)
-    return None

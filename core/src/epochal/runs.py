@@ -1,7 +1,8 @@
 """What a run leaves in its folder, and the pieces an experiment builds a run from.
 
-``summary.json`` (status, best epoch and score, wall time, versions), the run folder's name,
-the backend's trainer class looked up by name with an install hint.
+``summary.json`` (status, best epoch and score, wall time, versions), the run folder's name and
+its lock, its checkpoint files (and a ``checkpoint_best`` made consistent after a kill), the
+backend's trainer class looked up by name with an install hint.
 """
 
 from __future__ import annotations
@@ -11,19 +12,23 @@ import datetime as _dt
 import json
 import math
 import os
+import shutil
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from epochal.errors import ConfigError
+from epochal.errors import ConfigError, EpochalError
 from epochal.files import atomic_write
 
 __all__ = [
     "RunRecorder",
     "RunResult",
     "backend_trainer",
+    "checkpoint_file",
     "new_run_dir",
     "read_summary",
+    "reconcile_best",
     "run_lock",
     "versions",
     "write_summary",
@@ -187,3 +192,44 @@ def run_lock(run_dir: str) -> Iterator[None]:
         yield
     finally:
         handle.close()  # closing releases the lock
+
+
+def checkpoint_file(run_dir: str, stem: str) -> str | None:
+    """The file of checkpoint ``stem`` in ``run_dir`` (whatever the backend's suffix)."""
+    for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else ():
+        if name == stem or (name.startswith(stem + ".") and not name.endswith(".tmp")):
+            return os.path.join(run_dir, name)
+    return None
+
+
+def reconcile_best(trainer: Any, run_dir: str) -> None:
+    """Make ``checkpoint_best`` the epoch ``checkpoint_last`` calls best.
+
+    A kill between the writes of ``checkpoint_best`` and ``checkpoint_last`` leaves a best
+    file of an epoch the resumed run trains again; on hardware that does not repeat itself
+    exactly, that epoch may turn out differently. The best epoch's weights are put back
+    from ``checkpoint_last`` (when it is that epoch) or ``checkpoint_epoch_<n>``.
+    """
+    best_file = checkpoint_file(run_dir, "checkpoint_best")
+    if best_file is None or trainer.best_epoch is None:
+        return
+    try:
+        saved_epoch = trainer.load_state(os.path.join(run_dir, "checkpoint_best"))["epoch"]
+    except (EpochalError, OSError, KeyError, ValueError):
+        saved_epoch = None
+    if saved_epoch == trainer.best_epoch:
+        return
+    at_epoch_end = trainer._resume_batches == 0 and trainer.start_epoch - 1 == trainer.best_epoch
+    source = checkpoint_file(run_dir, "checkpoint_last") if at_epoch_end else None
+    source = source or checkpoint_file(run_dir, f"checkpoint_epoch_{trainer.best_epoch}")
+    if source is None:
+        os.remove(best_file)
+        warnings.warn(
+            f"{best_file} held epoch {saved_epoch}, not the best epoch {trainer.best_epoch} "
+            "of checkpoint_last, and no checkpoint of that epoch is left: it was removed; "
+            "the next best epoch writes it again",
+            stacklevel=3,
+        )
+        return
+    with open(source, "rb") as handle, atomic_write(best_file) as target:
+        shutil.copyfileobj(handle, target)
