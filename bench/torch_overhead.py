@@ -44,12 +44,12 @@ import copy
 import gc
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from _timing import CONTROL, EPOCHAL, HAND, Result, RunEpoch, measure  # bench/_timing.py
 
 from epochal_torch import PyTorchNetworkTrainer
 
@@ -58,12 +58,8 @@ BATCH_SIZE = 64
 N_CLASSES = 10
 LR = 0.01
 SEED = 0
-HAND = "hand-written"
-CONTROL = "hand-written again (A/A control)"
-EPOCHAL = "epochal"
 IGNITE = "ignite (info)"
 LIGHTNING = "lightning (info, not interleaved)"
-RunEpoch = Callable[[int], None]  # epoch number -> one training epoch
 
 
 @dataclass(frozen=True)
@@ -218,53 +214,11 @@ def _installed(name: str, *modules: str) -> bool:
 # -- measuring ---------------------------------------------------------------------------
 
 
-def measure(runners: dict[str, RunEpoch], warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds of each measured epoch, sides interleaved (order alternating) after warm-up."""
-    for run in runners.values():
-        for epoch in range(warmup):
-            run(epoch)
-    gc.collect()
-    gc.freeze()  # later collections skip the long-lived objects: fast, and alike for both
-    seconds: dict[str, list[float]] = {name: [] for name in runners}
-    order = list(runners.items())
-    for repeat in range(repeats):
-        for name, run in order if repeat % 2 == 0 else order[::-1]:
-            gc.collect()
-            start = time.perf_counter()
-            run(warmup + repeat)
-            seconds[name].append(time.perf_counter() - start)
-    gc.unfreeze()
-    return seconds
-
-
 def same_weights(first: torch.nn.Module, second: torch.nn.Module) -> bool:
     return all(
         torch.equal(a, b)
         for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True)
     )
-
-
-@dataclass
-class Result:
-    spec: ModelSpec
-    seconds: dict[str, list[float]]
-    identical: bool
-
-    def median(self, name: str) -> float:
-        return statistics.median(self.seconds[name])
-
-    @property
-    def ratio(self) -> float:
-        return self.median(EPOCHAL) / self.median(HAND)
-
-    def paired_ratio(self, name: str) -> float:
-        """Median of the per-repeat ratios name / hand-written (robust to slow drift)."""
-        pairs = zip(self.seconds[name], self.seconds[HAND], strict=True)
-        return statistics.median(other / hand for other, hand in pairs)
-
-    @property
-    def met(self) -> bool:
-        return self.identical and self.ratio <= self.spec.target
 
 
 def run_model(spec: ModelSpec, warmup: int, repeats: int, others: list[str]) -> Result:
