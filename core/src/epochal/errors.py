@@ -67,3 +67,19 @@ class NonFiniteLossError(EpochalError, FloatingPointError):
             "skipped (on_nonfinite='skip_batch') and nothing was learned. Lower the learning "
             "rate or check the data for NaN or Inf values."
         )
+
+    #: What a trainer's ``on_nonfinite`` argument may be.
+    POLICIES = ("raise", "skip_batch")
+    #: Train-metric key of the per-epoch count of skipped batches (with ``"skip_batch"``).
+    METRIC = "nonfinite_batches"
+
+    @classmethod
+    def check_policy(cls, value: object) -> str:
+        """``value`` if it is one of :attr:`POLICIES`, else a ``ValueError`` naming them."""
+        if value not in cls.POLICIES:
+            raise ValueError(f"on_nonfinite must be one of {cls.POLICIES}, got {value!r}")
+        return str(value)
+
+
+class CheckpointError(EpochalError):
+    """A checkpoint that cannot be written, read, or does not fit the trainer."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from epochal.errors import EpochalError
+from epochal.errors import CheckpointError
 from epochal.files import atomic_write, os_error_in, write_error_message
 
 __all__ = [
@@ -35,10 +35,6 @@ __all__ = [
 
 FORMAT = "epochal-tf-checkpoint"
 _STATE_KEY = "__state__"
-
-
-class CheckpointError(EpochalError):
-    """A checkpoint that cannot be read or does not fit the trainer."""
 
 
 def _flatten(state: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -37,7 +37,7 @@ from epochal_tf.networks import (
 __all__ = ["NONFINITE_METRIC", "CompiledSteps"]
 
 #: Train-metric key of the per-epoch count of skipped batches (with ``"skip_batch"``).
-NONFINITE_METRIC = "nonfinite_batches"
+NONFINITE_METRIC = NonFiniteLossError.METRIC
 
 Keys = tuple[str, ...]
 

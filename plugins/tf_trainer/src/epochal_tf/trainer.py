@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from epochal.data.batching import batch_length, rebatch
+from epochal.errors import NonFiniteLossError
 from epochal.trainer import AbstractNetworkTrainer
 from epochal_tf._tf import keras, tf
 from epochal_tf.io import check_fits, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
@@ -30,7 +31,6 @@ from epochal_tf.steps import CompiledSteps
 
 __all__ = ["TfNetworkTrainer"]
 
-ON_NONFINITE = ("raise", "skip_batch")
 
 SUFFIX = ".tf.npz"
 
@@ -155,9 +155,7 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
         on_nonfinite: str = "raise",
         **kwargs: Any,
     ) -> None:
-        if on_nonfinite not in ON_NONFINITE:
-            raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}")
-        self.on_nonfinite = on_nonfinite
+        self.on_nonfinite = NonFiniteLossError.check_policy(on_nonfinite)
         super().__init__(
             fold,
             callbacks,

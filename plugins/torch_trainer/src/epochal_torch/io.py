@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from epochal.errors import EpochalError
+from epochal.errors import CheckpointError
 from epochal.files import atomic_write, os_error_in, write_error_message
 
 __all__ = [
@@ -26,10 +26,6 @@ __all__ = [
     "rng_state",
     "save_checkpoint",
 ]
-
-
-class CheckpointError(EpochalError):
-    """A checkpoint that cannot be read or does not fit the trainer."""
 
 
 def save_checkpoint(file_name: str | os.PathLike[str], state: dict[str, Any]) -> str:

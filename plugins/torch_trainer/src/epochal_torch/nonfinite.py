@@ -31,20 +31,11 @@ from epochal.errors import NonFiniteLossError
 
 __all__ = [
     "NONFINITE_METRIC",
-    "ON_NONFINITE",
-    "check_on_nonfinite",
     "raise_for_epoch",
 ]
 
-ON_NONFINITE = ("raise", "skip_batch")
 #: Train-metric key of the per-epoch count of skipped batches (with ``"skip_batch"``).
-NONFINITE_METRIC = "nonfinite_batches"
-
-
-def check_on_nonfinite(value: object) -> str:
-    if value not in ON_NONFINITE:
-        raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}, got {value!r}")
-    return str(value)
+NONFINITE_METRIC = NonFiniteLossError.METRIC
 
 
 def _flat(value: Any) -> torch.Tensor:

@@ -34,7 +34,6 @@ from epochal_torch.networks import (
     supervised_step,
     to_tensor,
 )
-from epochal_torch.nonfinite import check_on_nonfinite
 from epochal_torch.optim import AmpConfig, attach_amp, create_optims_default_pytorch
 
 __all__ = ["PyTorchNetworkTrainer"]
@@ -142,7 +141,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         on_nonfinite: str = "raise",
         **kwargs: Any,
     ) -> None:
-        self.on_nonfinite = check_on_nonfinite(on_nonfinite)
+        self.on_nonfinite = NonFiniteLossError.check_policy(on_nonfinite)
         super().__init__(
             fold,
             callbacks,
