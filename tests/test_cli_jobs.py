@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from epochal.testing import run_epochal
+
 pytest.importorskip("torch")
 
 #: Small and fast: 2 epochs, no TensorBoard or PNG (the API tests cover those files).
@@ -19,23 +21,7 @@ QUICK = ["--epochs", "2", "--set", "callbacks.tensorboard=false",
          "--set", "callbacks.learning_curves=false"]  # fmt: skip
 
 
-#: Variables a user has not set: epochal's own, and TensorFlow's log level (so that the quiet
-#: import is what is tested, whatever the test process set).
-OWN_ENV = ("EPOCHAL_", "TF_CPP_MIN_LOG_LEVEL", "_EPOCHAL_TF_QUIET")
-
-
-def epochal(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240):
-    return subprocess.run(
-        [sys.executable, "-m", "epochal", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith(OWN_ENV)},
-            **(env or {}),
-        },
-    )
+epochal = run_epochal  # `epochal ARGS` as a user runs it
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -43,3 +44,19 @@ def test_fixtures_reach_a_plugin_authors_test_suite(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
+
+
+def test_run_epochal_in_a_users_environment(monkeypatch, tmp_path):
+    from epochal import __version__
+    from epochal.testing import run_epochal, user_env
+
+    monkeypatch.setenv("EPOCHAL_DISABLE_PLUGINS", "torch")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.setenv("FAULT_AT", "x")
+    env = user_env({"EXTRA": "1"}, drop=("FAULT_",))
+    assert {"EPOCHAL_DISABLE_PLUGINS", "TF_CPP_MIN_LOG_LEVEL", "FAULT_AT"}.isdisjoint(env)
+    assert env["EXTRA"] == "1" and env["PATH"] == user_env()["PATH"]
+    result = run_epochal("--version", cwd=tmp_path, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip().endswith(__version__)
+    listed = run_epochal("plugins", cwd=tmp_path)
+    assert re.search(r"^torch\s", listed.stdout, re.MULTILINE)  # EPOCHAL_* stayed behind

@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from epochal.testing import run_epochal
 
 torch = pytest.importorskip("torch")
 
@@ -24,14 +25,7 @@ QUICK = ["--epochs", "1", "--set", "callbacks.tensorboard=false",
 
 
 def epochal(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "epochal", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={k: v for k, v in os.environ.items() if not k.startswith("EPOCHAL_")},
-    )
+    return run_epochal(*args, cwd=cwd, timeout=180)
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ an unknown ``val_score_mode`` on the numpy trainer (``tests/test_trainer_loop.py
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
+
+from epochal.testing import run_epochal
 
 torch = pytest.importorskip("torch")
 
@@ -79,18 +79,12 @@ QUICK = ["--epochs", "1", "--set", "callbacks.tensorboard=false",
 @pytest.fixture
 def train(tmp_path, fake_distribution):
     """``train(*args)`` -> ``epochal train ... --run-dir run`` with the bad data sets."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EPOCHAL_")}
-    env.update(fake_distribution(tmp_path, "baddata", PLUGIN))
+    env = fake_distribution(tmp_path, "baddata", PLUGIN)
 
     def run(*args: str, epochs: bool = True) -> subprocess.CompletedProcess:
         quick = QUICK if epochs else QUICK[2:]
-        return subprocess.run(
-            [sys.executable, "-m", "epochal", "train", *quick, *args, "--run-dir", "run"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            env=env,
+        return run_epochal(
+            "train", *quick, *args, "--run-dir", "run", cwd=tmp_path, env=env, timeout=180
         )
 
     return run

@@ -13,8 +13,6 @@ import copy
 import inspect
 import io
 import os
-import subprocess
-import sys
 import tempfile
 import tomllib
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from epochal.components import component_names
 from epochal.config import SCHEMA, load_config
 from epochal.experiment import TRAINING_KEYS
 from epochal.registry import callbacks, datasets, samplers, trainers
+from epochal.testing import run_epochal
 
 pytest.importorskip("torch")
 
@@ -297,12 +296,5 @@ FIXED = [
 @pytest.mark.parametrize("case", FIXED, ids=[case.names for case in FIXED])
 def test_fixed_invalid_configs_as_subprocesses(case, tmp_path):
     config = _write(case, str(tmp_path))
-    result = subprocess.run(
-        [sys.executable, "-m", "epochal", *_argv(case, config, "run")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={k: v for k, v in os.environ.items() if not k.startswith("EPOCHAL_")},
-    )
+    result = run_epochal(*_argv(case, config, "run"), cwd=tmp_path, timeout=120)
     check(case, result.returncode, result.stderr, str(Path(tmp_path, "run")))

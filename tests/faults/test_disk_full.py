@@ -9,16 +9,22 @@ import json
 import os
 import resource
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from epochal.testing import run_epochal
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-JOB = ["--seed", "1", "--set", "callbacks.tensorboard=false",
-       "--set", "callbacks.learning_curves=false"]  # fmt: skip
+JOB = [
+    "--seed",
+    "1",
+    "--set",
+    "callbacks.tensorboard=false",
+    "--set",
+    "callbacks.learning_curves=false",
+]
 SUFFIX = {"torch": ".pt", "tf": ".tf.npz"}
 
 
@@ -27,12 +33,9 @@ def epochal(*args: str, cwd: Path, file_size_limit: int | None = None):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
-    return subprocess.run(
-        [sys.executable, "-m", "epochal", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=180,
-        env={k: v for k, v in os.environ.items() if not k.startswith("EPOCHAL_")},
-        preexec_fn=limit if file_size_limit is not None else None,
-    )  # fmt: skip
+    return run_epochal(
+        *args, cwd=cwd, timeout=180, preexec_fn=limit if file_size_limit is not None else None
+    )
 
 
 def load(backend: str, path: Path) -> dict:
@@ -48,8 +51,9 @@ def load(backend: str, path: Path) -> dict:
 def test_a_checkpoint_that_does_not_fit_fails_the_run_and_keeps_the_previous_one(tmp_path, backend):
     pytest.importorskip({"torch": "torch", "tf": "tensorflow"}[backend])
     run = tmp_path / "run"
-    first = epochal("train", *JOB, "--backend", backend, "--epochs", "1", "--run-dir", "run",
-                    cwd=tmp_path)  # fmt: skip
+    first = epochal(
+        "train", *JOB, "--backend", backend, "--epochs", "1", "--run-dir", "run", cwd=tmp_path
+    )
     assert first.returncode == 0, first.stderr
     last, best = (run / f"checkpoint_{kind}{SUFFIX[backend]}" for kind in ("last", "best"))
     size = last.stat().st_size

@@ -14,27 +14,30 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from epochal.testing import epochal_command, run_epochal, user_env
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 EPOCHS = 4
-JOB = ["--seed", "3", "--set", "callbacks.tensorboard=false",
-       "--set", "callbacks.learning_curves=false"]  # fmt: skip
+JOB = [
+    "--seed",
+    "3",
+    "--set",
+    "callbacks.tensorboard=false",
+    "--set",
+    "callbacks.learning_curves=false",
+]
 PLUGIN = Path(__file__).with_name("_faultkill_source.py")
 SUFFIX = {"torch": ".pt", "tf": ".tf.npz"}
 
 
 def epochal(*args: str, cwd: Path, env: dict[str, str] | None = None):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("EPOCHAL_", "FAULT_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "epochal", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=180, env={**clean, **(env or {})},
-    )  # fmt: skip
+    return run_epochal(*args, cwd=cwd, timeout=180, env=env)
 
 
 def load(backend: str, path: Path) -> dict:
@@ -67,12 +70,15 @@ def epochs_in(run: Path) -> list[str]:
 
 def start_reference(backend: str, cwd: Path) -> subprocess.Popen:
     """The uninterrupted run, in the background while the test kills and resumes."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("EPOCHAL_", "FAULT_"))}
     args = ["train", *JOB, "--backend", backend, "--epochs", str(EPOCHS), "--run-dir", "run"]
     return subprocess.Popen(
-        [sys.executable, "-m", "epochal", *args],
-        cwd=cwd, env=clean, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        epochal_command(*args),
+        cwd=cwd,
+        env=user_env(drop=("FAULT_",)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def reference_weights(process: subprocess.Popen, backend: str, cwd: Path) -> dict:

@@ -8,11 +8,9 @@ gamma 1e9 then makes epoch 2's lr 5e7, and SGD's loss is NaN a few batches into 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
+
+from epochal.testing import run_epochal
 
 torch = pytest.importorskip("torch")
 
@@ -33,15 +31,8 @@ DIVERGING = [
 
 
 def train(tmp_path, *args):
-    env = {key: value for key, value in os.environ.items() if not key.startswith("EPOCHAL_")}
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "epochal", "train", "--run-dir", "R", *DIVERGING, *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    return run_epochal(
+        "train", "--run-dir", "R", *DIVERGING, *args, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}
     )
 
 

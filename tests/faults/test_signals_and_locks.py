@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from epochal.testing import epochal_command, run_epochal, user_env
+
 torch = pytest.importorskip("torch")
 
 QUICK = ["--set", "callbacks.tensorboard=false", "--set", "callbacks.learning_curves=false"]
-OWN_ENV = ("EPOCHAL_", "TF_CPP_MIN_LOG_LEVEL", "_EPOCHAL_TF_QUIET")
 
 #: A plugin that sends this process a signal at one batch: SIGNAL_AT="SIGTERM:<epoch>:<batch>".
 SIGNAL_PLUGIN = """
@@ -35,31 +34,17 @@ def epochal_at_batch_end(trainer, epoch, batch_nr, losses, metrics):
 """
 
 
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_ENV)}
-    env.update(extra or {})
-    return env
-
-
-def epochal(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240):
-    return subprocess.run(
-        [sys.executable, "-m", "epochal", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=_env(env),
-    )
+epochal = run_epochal  # `epochal ARGS` as a user runs it
 
 
 def start(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "epochal", *args],
+        epochal_command(*args),
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_env(env),
+        env=user_env(env),
     )
 
 
@@ -164,12 +149,6 @@ def test_a_plugin_that_breaks_on_import_does_not_stop_training(tmp_path, fake_di
     assert result.returncode == 0, result.stderr
     assert "brokenplug" in result.stderr and "bad plugin import" in result.stderr
     assert "best val_accuracy" in result.stdout
-    listed = subprocess.run(
-        [sys.executable, "-m", "epochal", "plugins"],
-        capture_output=True,
-        text=True,
-        env=_env(env),
-        timeout=60,
-    )
+    listed = epochal("plugins", cwd=tmp_path, env=env, timeout=60)
     assert listed.returncode == 0
     assert "Broken plugins" in listed.stdout and "bad plugin import" in listed.stdout

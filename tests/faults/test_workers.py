@@ -12,12 +12,20 @@ from pathlib import Path
 
 import pytest
 
+from epochal.testing import epochal_command, run_epochal, user_env
+
 pytest.importorskip("torch")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-QUICK = ["--set", "callbacks.tensorboard=false", "--set", "callbacks.learning_curves=false",
-         "--set", "data.num_workers=2"]  # fmt: skip
+QUICK = [
+    "--set",
+    "callbacks.tensorboard=false",
+    "--set",
+    "callbacks.learning_curves=false",
+    "--set",
+    "data.num_workers=2",
+]
 SOURCE = Path(__file__).with_name("_faultmod_source.py")
 
 
@@ -25,13 +33,14 @@ def _env(tmp_path: Path) -> dict[str, str]:
     mods = tmp_path / "mods"
     mods.mkdir()
     (mods / "faultmod.py").write_text(SOURCE.read_text())
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("EPOCHAL_", "PYTHONPATH"))}
-    return {**keep, "PYTHONPATH": str(mods)}
+    return user_env({"PYTHONPATH": str(mods)})
 
 
 def _args(transform: str, pids: Path, **params: object) -> list[str]:
-    table = ", ".join([f'name="faultmod:{transform}"', f'pids="{pids}"'] +
-                      [f"{key}={value}" for key, value in params.items()])  # fmt: skip
+    table = ", ".join(
+        [f'name="faultmod:{transform}"', f'pids="{pids}"']
+        + [f"{key}={value}" for key, value in params.items()]
+    )
     return ["train", *QUICK, "--set", f"data.transforms=[{{{table}}}]", "--run-dir", "run"]
 
 
@@ -71,10 +80,7 @@ def _kill_leftovers(pids: set[int]) -> None:
 def test_a_failing_worker_fails_the_run_quickly_and_leaves_no_worker(tmp_path, transform, debug):
     pids = tmp_path / "pids"
     args = _args(transform, pids, at=3) + (["--debug"] if debug else [])
-    result = subprocess.run(
-        [sys.executable, "-m", "epochal", *args],
-        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    result = run_epochal(*args, cwd=tmp_path, env=_env(tmp_path), timeout=60)
     ended = time.time()
     workers = _worker_pids(pids)
     try:
@@ -108,9 +114,12 @@ def test_kill_9_of_the_main_process_leaves_no_worker_running(tmp_path):
     used to loop forever on their full queues."""
     pids = tmp_path / "pids"
     process = subprocess.Popen(
-        [sys.executable, "-m", "epochal", *_args("Slow", pids, sleep=0.05), "--epochs", "50"],
-        cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        epochal_command(*_args("Slow", pids, sleep=0.05), "--epochs", "50"),
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     workers: set[int] = set()
     try:
         deadline = time.monotonic() + 60

@@ -8,11 +8,18 @@ Fixtures:
 ``epochal_plugin_manager``
     A fresh manager with the core defaults and ``plugins=[...]`` of your own,
     no entry points: ``epochal_plugin_manager(MyPlugin())``.
+
+Functions, for tests that run ``epochal`` as a user does (a command of your plugin):
+:func:`run_epochal`, :func:`epochal_command` and :func:`user_env`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import pytest
 
@@ -22,6 +29,45 @@ from epochal.plugins import (
     get_plugin_manager,
     plugin_display_name,
 )
+
+#: Variables a user who never set them would not have: epochal's own and TensorFlow's log
+#: level (which ``epochal_tf`` sets for its children), so that a test process that imported
+#: epochal_tf does not change what the ``epochal`` under test prints.
+OWN_ENV = ("EPOCHAL_", "TF_CPP_MIN_LOG_LEVEL", "_EPOCHAL_TF_QUIET")
+
+
+def user_env(extra: Mapping[str, str] | None = None, drop: Iterable[str] = ()) -> dict[str, str]:
+    """This process' environment without :data:`OWN_ENV` (nor variables starting with one of
+    ``drop``), plus ``extra``."""
+    prefixes = (*OWN_ENV, *drop)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
+    env.update(extra or {})
+    return env
+
+
+def epochal_command(*args: str) -> list[str]:
+    """``python -m epochal ARGS`` with this interpreter (for ``subprocess.Popen``)."""
+    return [sys.executable, "-m", "epochal", *args]
+
+
+def run_epochal(
+    *args: str,
+    cwd: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float = 240,
+    **kwargs: Any,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``epochal ARGS`` in ``cwd`` in a user's environment (:func:`user_env` plus
+    ``env``); output captured as text. ``kwargs`` go to ``subprocess.run``."""
+    return subprocess.run(
+        epochal_command(*args),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=user_env(env),
+        **kwargs,
+    )
 
 
 @pytest.fixture
