@@ -192,7 +192,7 @@ def _load_inputs(data: str, experiment: Any) -> Any:
     if not os.path.splitext(data)[1]:
         config = dict(experiment.config)
         config["data"] = {**config["data"], "dataset": data}
-        from epochal.config import build_dataset
+        from epochal.build import build_dataset
 
         return build_dataset(config)
     if not os.path.isfile(data):
@@ -275,7 +275,7 @@ def kfold_command(
     """Cross-validate CONFIG: train and test on each of --folds folds, then mean and std."""
     with _phase(debug, EXIT_USAGE):
         experiment = _load(config, backend, epochs, seed, overrides)
-        from epochal.config import build_dataset
+        from epochal.build import build_dataset
 
         dataset = build_dataset(experiment.config)
     with _phase(debug, EXIT_FAILED):

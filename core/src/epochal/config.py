@@ -1,4 +1,4 @@
-"""TOML job configs: load, override, check, and turn into an experiment and its data.
+"""TOML job configs: load, override and check (:mod:`epochal.build` turns one into objects).
 
 A config has the tables ``experiment``, ``data``, ``model`` (the model's keyword arguments),
 ``training``, ``callbacks`` and optionally ``variable`` (delira's variable parameters). Every
@@ -15,16 +15,14 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
-from epochal.components import check_kwargs
-from epochal.errors import ConfigError, UnknownNameError
+from epochal.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "SCHEMA",
     "apply_override",
-    "build_callbacks",
-    "build_data",
-    "build_dataset",
-    "experiment_from_config",
+    "check_config",
+    "default_text",
     "load_config",
 ]
 
@@ -91,7 +89,7 @@ POSITIVE = {
 }
 
 
-def _default_text() -> str:
+def default_text() -> str:
     return resources.files("epochal.configs").joinpath(DEFAULT_CONFIG).read_text()
 
 
@@ -119,7 +117,7 @@ def load_config(config: Any = None, overrides: Iterable[str] = ()) -> dict[str, 
     """A checked config from a TOML path, a dict, or the embedded default (``None``), with
     ``"dotted.key=value"`` overrides applied (values in TOML syntax; bare words are strings)."""
     if config is None:
-        loaded = parse_toml(_default_text(), "the default config")
+        loaded = parse_toml(default_text(), "the default config")
         loaded["experiment"]["backend"] = default_backend()
     elif isinstance(config, Mapping):
         loaded = copy.deepcopy(dict(config))
@@ -239,204 +237,3 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
                 f"got {params!r}"
             )
     return config
-
-
-# -- building -----------------------------------------------------------------------------
-
-
-def experiment_from_config(config: dict[str, Any]) -> Any:
-    """The :class:`~epochal.experiment.Experiment` a checked config describes."""
-    from epochal.components import resolve_component
-    from epochal.experiment import Experiment
-    from epochal.params import Parameters
-    from epochal.runs import backend_trainer
-
-    settings = config["experiment"]
-    params = Parameters(
-        {"model": config["model"], "training": config["training"]},
-        config.get("variable") or None,
-    )
-    try:
-        trainer_cls = backend_trainer(settings["backend"])
-    except ConfigError as exc:
-        raise ConfigError(f"experiment.backend: {exc}") from None
-    model = resolve_component(trainer_cls, "models", settings["model"], "experiment.model")
-    experiment = Experiment(
-        params,
-        model,
-        trainer_cls=trainer_cls,
-        name=settings.get("name"),
-        save_path=settings.get("save_path"),
-        val_score_key=settings.get("val_score_key"),
-        checkpoint_freq=settings["checkpoint_freq"],
-        backend=settings["backend"],
-        seed=settings["seed"],
-        val_score_mode=settings.get("val_score_mode"),
-    )
-    experiment.config = config
-    return experiment
-
-
-def build_dataset(config: Mapping[str, Any]) -> Any:
-    from epochal.registry import datasets
-
-    data = config["data"]
-    try:
-        factory = datasets().get(data["dataset"])
-    except UnknownNameError as exc:
-        raise ConfigError(f"data.dataset: {exc}") from None
-    params = dict(data.get("dataset_params") or {})
-    check_kwargs(factory, params, "data.dataset_params")
-    dataset = factory(**params)
-    if len(dataset) == 0:
-        raise ConfigError(f"data.dataset {data['dataset']!r} is empty")
-    return dataset
-
-
-def _build_transforms(specs: list[Any]) -> list[Any]:
-    from epochal.registry import resolve_path
-
-    transforms = []
-    for index, spec in enumerate(specs):
-        key = f"data.transforms[{index}]"
-        if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
-            raise ConfigError(
-                f"{key} must be a table with name = 'module:Transform' and its parameters"
-            )
-        params = {k: v for k, v in spec.items() if k != "name"}
-        try:
-            cls = resolve_path(spec["name"])
-        except (ImportError, ValueError) as exc:
-            raise ConfigError(f"{key}.name: {exc}") from None
-        check_kwargs(cls, params, key)
-        params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
-        try:
-            transforms.append(cls(**params))
-        except (TypeError, ValueError, AssertionError) as exc:
-            raise ConfigError(f"{key}: {spec['name']}({params}) failed: {exc}") from None
-    return transforms
-
-
-def build_data(config: Mapping[str, Any], seed: int | None = None) -> tuple[Any, Any]:
-    """Training and validation data managers (validation ``None`` when ``val_split`` is 0)."""
-    from epochal.data import DataManager
-    from epochal.registry import samplers
-
-    data = config["data"]
-    dataset = build_dataset(config)
-    train, val = dataset, None
-    if data["val_split"]:
-        stratify = "label" if data["stratify"] else None
-        try:
-            train, val = dataset.train_test_split(
-                test_size=data["val_split"], random_state=seed, stratify=stratify
-            )
-        except ValueError as exc:
-            raise ConfigError(f"data.val_split = {data['val_split']}: {exc}") from None
-    if data["batch_size"] > len(train):
-        where = f" ({len(dataset)} less data.val_split = {data['val_split']})" if val else ""
-        raise ConfigError(
-            f"data.batch_size = {data['batch_size']} is larger than the {len(train)} training "
-            f"samples{where}; use data.batch_size <= {len(train)}"
-        )
-    sampler = data["sampler"]
-    if sampler not in samplers():
-        raise ConfigError(
-            f"data.sampler: unknown sampler {sampler!r}; known: {', '.join(samplers().names())}"
-        )
-    train_manager = DataManager(
-        train,
-        data["batch_size"],
-        data["num_workers"],
-        transforms=_build_transforms(data.get("transforms") or []) or None,
-        sampler_cls=sampler,
-        seed=seed,
-    )
-    val_manager = (
-        DataManager(val, min(data["val_batch_size"], len(val)), 0) if val is not None else None
-    )
-    return train_manager, val_manager
-
-
-def build_callbacks(
-    config: Mapping[str, Any],
-    val_score_mode: str,
-    val_score_key: str | None,
-    n_batches: int | None = None,
-) -> list[object]:
-    """The ``[callbacks]`` table's callbacks; ``early_stopping`` follows the score by default."""
-    from epochal.registry import callbacks
-
-    registry = callbacks()
-    built = []
-    for name, params in config["callbacks"].items():
-        if params is False:
-            # Turned off: the name must still exist (a typo would leave the callback on), but
-            # the default job's callbacks may be turned off where their plugin is missing.
-            if name not in registry and name not in _default_callbacks():
-                try:
-                    registry.entry(name)
-                except UnknownNameError as exc:
-                    raise ConfigError(f"callbacks.{name}: {exc}") from None
-            continue
-        params = {} if params is True else dict(params)
-        try:
-            cls = registry.get(name)
-        except UnknownNameError as exc:
-            raise ConfigError(f"callbacks.{name}: {exc}") from None
-        if name == "early_stopping" and val_score_key and "monitor" not in params:
-            params.setdefault("monitor", "val_" + val_score_key.removeprefix("val_"))
-            params.setdefault("mode", val_score_mode)
-        if name == "progress_bar" and n_batches and "n_batches" not in params:
-            params["n_batches"] = n_batches
-        check_kwargs(cls, params, f"callbacks.{name}")
-        try:
-            built.append(cls(**params))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"callbacks.{name}: {exc}") from None
-    return built
-
-
-def _default_callbacks() -> set[str]:
-    return set(tomllib.loads(_default_text()).get("callbacks", {}))
-
-
-def _tomlable(value: Any) -> Any:
-    """A value TOML can hold: objects become their ``module:attr`` path (classes) or name."""
-    if isinstance(value, Mapping):
-        return {str(k): _tomlable(v) for k, v in value.items() if v is not None}
-    if isinstance(value, (list, tuple)):
-        return [_tomlable(v) for v in value if v is not None]
-    if isinstance(value, (bool, int, float, str)):
-        return value
-    target = (
-        value
-        if isinstance(value, type) or (callable(value) and hasattr(value, "__qualname__"))
-        else type(value)
-    )
-    return f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', target)}"
-
-
-def config_for_saving(experiment: Any, params: Any = None) -> dict[str, Any]:
-    """What ``config.toml`` in a run folder holds: enough for ``epochal resume``/``predict``."""
-    params = params or experiment.params
-    if experiment.config is not None:
-        config = copy.deepcopy(experiment.config)
-        config["model"] = params.as_dict()["fixed"]["model"]
-        config["training"] = params.as_dict()["fixed"]["training"]
-        return _tomlable(config)
-    return _tomlable(
-        {
-            "experiment": {
-                "name": experiment.name,
-                "backend": experiment.backend,
-                "model": experiment.model_cls,
-                "seed": experiment.seed,
-                "val_score_key": experiment.val_score_key,
-                "checkpoint_freq": experiment.checkpoint_freq,
-            },
-            "model": params.as_dict()["fixed"]["model"],
-            "training": params.as_dict()["fixed"]["training"],
-            "variable": params.as_dict()["variable"],
-        }
-    )

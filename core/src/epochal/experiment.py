@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import inspect
 import os
 import re
 import sys
@@ -20,8 +19,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from epochal.components import (
-    KINDS,
-    build_component,
     check_kwargs,
     resolve_component,
     seed_everything,
@@ -43,19 +40,9 @@ from epochal.runs import (
     versions,
     write_summary,
 )
+from epochal.trainer_args import TRAINING_KEYS, build_named, trainer_kwargs
 
-__all__ = ["Experiment", "KFoldResult", "RunResult"]
-
-#: Training-group keys the experiment itself reads (delira's names and ours).
-TRAINING_KEYS = {
-    "num_epochs",
-    "n_epochs",
-    "batch_size",
-    "val_batch_size",
-    "val_score_key",
-    "val_score_mode",
-    "num_workers",
-}
+__all__ = ["TRAINING_KEYS", "Experiment", "KFoldResult", "RunResult"]
 
 
 class Experiment:
@@ -123,7 +110,8 @@ class Experiment:
     def from_config(cls, config: Any, overrides: Iterable[str] = ()) -> Experiment:
         """From a TOML file, a config dict or the embedded default (``None``); ``overrides``
         are ``"dotted.key=value"`` strings."""
-        from epochal.config import experiment_from_config, load_config
+        from epochal.build import experiment_from_config
+        from epochal.config import load_config
 
         return experiment_from_config(load_config(config, overrides))
 
@@ -144,82 +132,16 @@ class Experiment:
         key = (self.val_score_key or "").removeprefix("val_")
         return "lowest" if key in losses else "highest"  # a loss falls, a metric rises
 
-    def _build_named(self, group: str, kind: str, specs: Any) -> dict[str, Any]:
-        if specs is None:
-            return {}
-        if not isinstance(specs, Mapping):
-            raise ConfigError(
-                f"training.{group} must be a table name -> {KINDS[kind]}, e.g. "
-                f"{{CE = 'cross_entropy'}}, got {specs!r}"
-            )
-        return {
-            name: build_component(self.trainer_cls, kind, spec, f"training.{group}.{name}")
-            for name, spec in specs.items()
-        }
-
     def trainer_kwargs(self, params: Parameters | None = None) -> dict[str, Any]:
-        """The trainer's keyword arguments from ``params`` (names resolved for the backend).
-
-        Only what the training group gives is passed; a key the trainer does not take, or a
-        required trainer argument the group lacks, is a :class:`ConfigError` naming it.
-        """
-        training = dict((params or self.params).training_kwargs)
-        for alias, name in (
-            ("lr_sched_cls", "lr_scheduler_cls"),
-            ("lr_sched_params", "lr_scheduler_params"),
-        ):
-            if alias in training:
-                training.setdefault(name, training.pop(alias))
-        metrics = {
-            **(training.pop("train_metrics", None) or {}),
-            **(training.pop("val_metrics", None) or {}),
-        }
-        metrics.update(training.pop("metrics", None) or {})
-        kwargs: dict[str, Any] = {"save_freq": self.checkpoint_freq}
-        if "losses" in training:
-            kwargs["losses"] = self._build_named("losses", "losses", training.pop("losses"))
-        if metrics:
-            kwargs["metrics"] = self._build_named("metrics", "metrics", metrics)
-        if "optimizer_cls" in training:
-            optimizer = resolve_component(
-                self.trainer_cls,
-                "optimizers",
-                training.pop("optimizer_cls"),
-                "training.optimizer_cls",
-            )
-            kwargs["optimizer_cls"] = optimizer
-            kwargs["optimizer_params"] = dict(training.pop("optimizer_params", None) or {})
-            check_kwargs(optimizer, kwargs["optimizer_params"], "training.optimizer_params")
-        if self.optim_builder is not None:
-            kwargs["optim_fn"] = self.optim_builder
-        for key in TRAINING_KEYS:  # read by the experiment, not by the trainer
-            training.pop(key, None)
-        kwargs.update(training)
-        kwargs.update(self.kwargs)
-        signature = inspect.signature(self.trainer_cls).parameters
-        if "losses" not in signature and "criterions" in signature and "losses" in kwargs:
-            kwargs["criterions"] = kwargs.pop("losses")  # delira's PyTorch name
-        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values())
-        internal = {"self", "kwargs", "network", "save_path"}
-        for key in kwargs:
-            if key not in signature and not takes_any:
-                allowed = sorted((set(TRAINING_KEYS) | set(signature)) - internal)
-                raise ConfigError(
-                    f"training.{key}: {self.trainer_cls.__name__} takes no argument {key!r}; "
-                    f"allowed: {', '.join(allowed)}"
-                )
-        for name, parameter in signature.items():
-            required = parameter.default is inspect.Parameter.empty and parameter.kind in (
-                inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                inspect.Parameter.KEYWORD_ONLY,
-            )
-            if required and name not in internal and name not in kwargs:
-                key = "losses" if name == "criterions" else name
-                raise ConfigError(
-                    f"training.{key} is missing: {self.trainer_cls.__name__} needs it "
-                    f"(e.g. optimizer_cls = 'Adam', losses = {{CE = 'cross_entropy'}})"
-                )
-        return kwargs
+        """The trainer's keyword arguments from ``params``' training group (names resolved for
+        the backend, checked against the trainer's signature: :mod:`epochal.trainer_args`)."""
+        return trainer_kwargs(
+            self.trainer_cls,
+            (params or self.params).training_kwargs,
+            save_freq=self.checkpoint_freq,
+            optim_fn=self.optim_builder,
+            extra=self.kwargs,
+        )
 
     def build_network(self, params: Parameters | None = None) -> Any:
         """The model, built from the ``model`` group (seeded first when ``seed`` is set)."""
@@ -246,7 +168,7 @@ class Experiment:
     def _callbacks(self, n_batches: int | None = None) -> list[object]:
         if self.config is None:
             return []
-        from epochal.config import build_callbacks
+        from epochal.build import build_callbacks
 
         return build_callbacks(self.config, self._score_mode(), self.val_score_key, n_batches)
 
@@ -257,7 +179,7 @@ class Experiment:
                     "no training data: pass train_data, or build the experiment with "
                     "Experiment.from_config so that it knows its data"
                 )
-            from epochal.config import build_data
+            from epochal.build import build_data
 
             return build_data(self.config, self.seed)
         training = self.params.training_kwargs
@@ -433,7 +355,7 @@ class Experiment:
     def _write_config(self, run_dir: str, params: Parameters | None) -> None:
         import tomli_w
 
-        from epochal.config import config_for_saving
+        from epochal.build import config_for_saving
 
         config = config_for_saving(self, params)
         with atomic_write(os.path.join(run_dir, "config.toml")) as handle:
@@ -447,9 +369,9 @@ class Experiment:
         """Predict ``test_data`` with ``network``; returns ``trainer.predict``'s
         ``(predictions, labels, mean losses and metrics)``. ``metrics`` may use names."""
         trainer_kwargs = self.trainer_kwargs()
-        trainer_kwargs["metrics"] = (
-            self._build_named("metrics", "metrics", metrics or {}) or (trainer_kwargs["metrics"])
-        )
+        named = build_named(self.trainer_cls, "metrics", "metrics", metrics or {})
+        if named:  # else the training group's metrics, if it has any
+            trainer_kwargs["metrics"] = named
         trainer_kwargs.update(kwargs)
         trainer = self.trainer_cls(network, None, **trainer_kwargs)
         batch_size = int(self.params.training_kwargs.get("val_batch_size", 256))
@@ -499,7 +421,7 @@ class Experiment:
         if data is None:
             if self.config is None:
                 raise ConfigError("kfold needs data, or an experiment built with from_config")
-            from epochal.config import build_dataset
+            from epochal.build import build_dataset
 
             return build_dataset(self.config)
         dataset = getattr(data, "dataset", data)
