@@ -211,7 +211,6 @@ def test_api_with_objects_datasets_test_and_pytorch_experiment(tmp_path, digits_
 
     train, valid = digits_split
     params = Parameters(fixed_params=PARAMS)
-    params.training_kwargs  # noqa: B018
     experiment = PyTorchExperiment(
         params,
         MLP,
