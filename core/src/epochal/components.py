@@ -20,7 +20,14 @@ from typing import Any
 from epochal.errors import ConfigError
 from epochal.registry import resolve_path
 
-__all__ = ["KINDS", "build_component", "check_kwargs", "resolve_component", "seed_everything"]
+__all__ = [
+    "KINDS",
+    "build_component",
+    "check_kwargs",
+    "resolve_component",
+    "seed_everything",
+    "toml_type_name",
+]
 
 KINDS = {"models": "model", "losses": "loss", "metrics": "metric", "optimizers": "optimizer"}
 
@@ -40,7 +47,7 @@ def resolve_component(trainer_cls: type, kind: str, name: Any, key: str = "") ->
         raise ConfigError(
             f"{key or 'the ' + KINDS.get(kind, kind)} must be a name (e.g. "
             f"{next(iter(component_names(trainer_cls, kind)), 'name')!r}), a 'module:attr' "
-            f"path or a table with name = ..., got {_type_name(name)} {name!r}"
+            f"path or a table with name = ..., got {toml_type_name(name)} {name!r}"
         )
     if ":" in name:
         try:
@@ -117,7 +124,8 @@ def _expected(annotation: str) -> list[tuple[str, str | None]] | None:
     return alternatives
 
 
-def _type_name(value: Any) -> str:
+def toml_type_name(value: Any) -> str:
+    """What a config value is, in TOML's words: ``integer``, ``number``, ``list``, ``table``..."""
     if isinstance(value, (list, tuple)):
         return "list"
     return _TYPE_NAMES.get(type(value), type(value).__name__)
@@ -176,7 +184,8 @@ def _check_value_type(parameter: inspect.Parameter, value: Any, key: str) -> Non
     alternatives = _expected(annotation)
     if not alternatives or any(_fits(value, *alt) for alt in alternatives):
         return
-    raise ConfigError(f"{key} must be {_describe(alternatives)}, got {_type_name(value)} {value!r}")
+    actual = toml_type_name(value)
+    raise ConfigError(f"{key} must be {_describe(alternatives)}, got {actual} {value!r}")
 
 
 def check_kwargs(target: Any, kwargs: Mapping[str, Any], key: str) -> None:

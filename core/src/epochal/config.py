@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
+from epochal.components import toml_type_name
 from epochal.errors import ConfigError
 
 __all__ = [
@@ -160,14 +161,8 @@ def apply_override(config: dict[str, Any], override: str) -> None:
     node[last] = value
 
 
-def _type_name(value: Any) -> str:
-    return {bool: _BOOL, int: _INT, float: _FLOAT, str: _STR, dict: _TABLE, list: _LIST}.get(
-        type(value), type(value).__name__
-    )
-
-
 def _check_type(key: str, value: Any, expected: str) -> None:
-    actual = _type_name(value)
+    actual = toml_type_name(value)
     if actual == expected or (expected == _FLOAT and actual == _INT):
         return
     article = "an" if expected[0] in "aeiou" else "a"
