@@ -3,7 +3,9 @@
 
 Each records the worker's process id in ``pids`` (one line a call) and counts its calls
 in its own process: workers take batches in turn, so ``at=3`` is a worker's third batch;
-only the first worker to get there faults.
+only the first worker to get there faults, and only once every worker has recorded itself
+(on a busy machine one worker can reach its third batch before the other made its first, and
+the test must know both to check that neither outlives the run).
 """
 
 import os
@@ -12,8 +14,8 @@ import time
 
 
 class _Recording:
-    def __init__(self, pids, at=3, sleep=0.0):
-        self.pids, self.at, self.sleep = pids, at, sleep
+    def __init__(self, pids, at=3, sleep=0.0, workers=2):
+        self.pids, self.at, self.sleep, self.workers = pids, at, sleep, workers
         self.calls = 0
 
     def __call__(self, **batch):
@@ -28,6 +30,11 @@ class _Recording:
 
     def _first(self):
         """Only the first worker to get here faults; it writes the time to ``<pids>.fault``."""
+        deadline = time.monotonic() + 30
+        while len(set(open(self.pids).read().split())) < self.workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError("faultmod: the other workers never took a batch")
+            time.sleep(0.01)
         try:
             fd = os.open(self.pids + ".fault", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
