@@ -32,7 +32,14 @@ class AbstractCallback:
     called after every training batch (it is not called otherwise, so it costs
     nothing unless defined). ``state_dict``/``load_state_dict`` let a callback
     keep its state across a resume.
+
+    In distributed training every rank runs the callbacks with the same (global) metrics,
+    so that e.g. early stopping stops all ranks together; callbacks that write files or
+    print set ``main_process_only = True`` and run on rank 0 only.
     """
+
+    #: Run on rank 0 only when training in several processes (loggers, plots, progress).
+    main_process_only: bool = False
 
     def at_training_begin(self, trainer: AbstractNetworkTrainer, **kwargs: Any) -> dict | None:
         return {}
@@ -108,6 +115,7 @@ class _Entry:
         self.epoch_end = _Method(callback, "at_epoch_end")
         self.training_end = _Method(callback, "at_training_end")
         self.batch_end = _Method(callback, "at_batch_end")
+        self.main_only = bool(getattr(callback, "main_process_only", False))
 
 
 def _apply(trainer: AbstractNetworkTrainer, result: dict | None) -> None:
@@ -135,6 +143,13 @@ class CallbackChain:
             )
         self.entries.append(_Entry(callback, key))
 
+    def active(self, trainer: AbstractNetworkTrainer) -> list[_Entry]:
+        """The callbacks that run in this process (rank 0: all; other ranks: those not
+        marked ``main_process_only``)."""
+        if getattr(trainer, "is_main_process", True):
+            return self.entries
+        return [entry for entry in self.entries if not entry.main_only]
+
     @property
     def has_batch_callbacks(self) -> bool:
         return any(entry.batch_end.function is not None for entry in self.entries)
@@ -149,7 +164,7 @@ class CallbackChain:
 
     @hookimpl
     def epochal_at_training_begin(self, trainer: AbstractNetworkTrainer) -> None:
-        for entry in self.entries:
+        for entry in self.active(trainer):
             _apply(trainer, entry.training_begin(trainer))
 
     @hookimpl
@@ -161,7 +176,7 @@ class CallbackChain:
         metrics_val: dict,
         val_score_key: str | None,
     ) -> None:
-        for entry in self.entries:
+        for entry in self.active(trainer):
             _apply(
                 trainer,
                 entry.epoch_begin(
@@ -186,7 +201,7 @@ class CallbackChain:
         val_score_key: str | None,
         is_best: bool,
     ) -> None:
-        for entry in self.entries:
+        for entry in self.active(trainer):
             _apply(
                 trainer,
                 entry.epoch_end(
@@ -204,13 +219,13 @@ class CallbackChain:
 
     @hookimpl
     def epochal_at_training_end(self, trainer: AbstractNetworkTrainer) -> None:
-        for entry in self.entries:
+        for entry in self.active(trainer):
             _apply(trainer, entry.training_end(trainer))
 
     @hookimpl
     def epochal_state_dict(self, trainer: AbstractNetworkTrainer) -> dict | None:
         states = {}
-        for entry in self.entries:
+        for entry in self.active(trainer):
             state_dict = getattr(entry.callback, "state_dict", None)
             state = state_dict() if callable(state_dict) else None
             if state is not None:
@@ -219,7 +234,7 @@ class CallbackChain:
 
     @hookimpl
     def epochal_load_state_dict(self, trainer: AbstractNetworkTrainer, state: dict) -> None:
-        for entry in self.entries:
+        for entry in self.active(trainer):
             load = getattr(entry.callback, "load_state_dict", None)
             if callable(load) and entry.key in state:
                 load(state[entry.key])
@@ -241,7 +256,7 @@ class BatchCallbackChain:
         losses: dict,
         metrics: dict,
     ) -> None:
-        for entry in self.chain.entries:
+        for entry in self.chain.active(trainer):
             if entry.batch_end.function is not None:
                 entry.batch_end(
                     trainer, epoch=epoch, batch_nr=batch_nr, losses=losses, metrics=metrics

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from epochal.distributed import is_main_process
 from epochal.errors import ConfigError, DataError, EpochalError
 from epochal.interrupt import TrainingInterrupted
 
@@ -38,17 +39,20 @@ def _phase(debug: bool, exit_code: int) -> Iterator[None]:
     try:
         yield
     except TrainingInterrupted as stop:
-        click.echo(f"epochal: {stop}.", err=True)
-        if stop.checkpoint:
+        if is_main_process():  # every rank stops at the same batch; one says so
+            click.echo(f"epochal: {stop}.", err=True)
+        if stop.checkpoint and is_main_process():
             run_dir = _quote(os.path.dirname(stop.checkpoint))
+            world = os.environ.get("WORLD_SIZE", "1")
+            nproc = f" --nproc {world}" if world != "1" else ""
             click.echo(
                 f"epochal: checkpoint_last holds the run; continue it with: "
-                f"epochal resume {run_dir}",
+                f"epochal resume {run_dir}{nproc}",
                 err=True,
             )
         sys.exit(stop.exit_code)
     except KeyboardInterrupt:
-        click.echo("epochal: interrupted", err=True)
+        click.echo(f"{_me()}: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - every error becomes one line and an exit code
         if debug:
@@ -58,10 +62,40 @@ def _phase(debug: bool, exit_code: int) -> Iterator[None]:
         code = EXIT_USAGE if setup_error or bad_input else exit_code
         label = "error" if code == EXIT_USAGE else "training failed"
         message = str(exc) if isinstance(exc, EpochalError) else f"{type(exc).__name__}: {exc}"
-        click.echo(f"epochal: {label}: {message}", err=True)
-        if not debug:
+        click.echo(f"{_me()}: {label}: {message}", err=True)
+        if not debug and is_main_process():
             click.echo("(run again with --debug for the traceback)", err=True)
         sys.exit(code)
+
+
+def _me() -> str:
+    """``epochal``, with the rank when torchrun started several processes."""
+    rank = os.environ.get("RANK")
+    return (
+        f"epochal[rank {rank}]" if rank and os.environ.get("WORLD_SIZE", "1") != "1" else "epochal"
+    )
+
+
+def _echo(message: str) -> None:
+    """Rank 0 (or the only process) talks to the user; the other ranks only report errors."""
+    if is_main_process():
+        click.echo(message)
+
+
+def _launched(experiment: Any, nproc: int | None) -> None:
+    """``--nproc N``: run this very command in N processes through the backend's launcher,
+    then exit with its code (the config was checked here first)."""
+    if not nproc or nproc == 1 or os.environ.get("WORLD_SIZE"):
+        return
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            argv.append(arg)
+    sys.exit(experiment.trainer_cls.launch_processes(nproc, argv))
 
 
 def _quote(path: str) -> str:
@@ -70,6 +104,8 @@ def _quote(path: str) -> str:
 
 
 def _report(experiment: Any, next_steps: bool = True) -> None:
+    if not is_main_process():
+        return
     result = experiment.last_run
     summary = result.summary
     key = summary.get("val_score_key")
@@ -85,12 +121,22 @@ def _report(experiment: Any, next_steps: bool = True) -> None:
     click.echo(f"run folder: {run_dir}")
     if next_steps:
         more = summary["num_epochs"] * 2
+        processes = summary.get("processes")
+        nproc = f" --nproc {processes}" if processes else ""
         dataset = (experiment.config or {}).get("data", {}).get("dataset", "DATA")
         click.echo("next:")
         click.echo(f"  epochal predict {run_dir} --data {dataset} --out predictions.csv")
-        click.echo(f"  epochal resume {run_dir} --epochs {more}    # train on to {more} epochs")
+        click.echo(f"  epochal resume {run_dir} --epochs {more}{nproc}    # on to {more} epochs")
         if (experiment.config or {}).get("callbacks", {}).get("tensorboard", False) is not False:
             click.echo(f"  tensorboard --logdir {run_dir}")
+
+
+def _nproc_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--nproc",
+        type=click.IntRange(min=1),
+        help="Train in N processes on this machine (torch: runs torchrun; docs/distributed.md).",
+    )(command)
 
 
 def _config_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -148,6 +194,7 @@ def train_command(
     run_dir: str | None,
     print_config: bool,
     debug: bool,
+    nproc: int | None = None,
 ) -> None:
     """Train a model from CONFIG (a TOML file); without CONFIG, the default job: an MLP on
     the digits data set."""
@@ -163,20 +210,24 @@ def train_command(
                 f"--run-dir {run_dir} is not empty; continue that run with "
                 f"`epochal resume {run_dir}`, or choose a new folder"
             )
+        _launched(experiment, nproc)
         train, val = experiment._data(None, None)
     source = config or "the default job (MLP on digits)"
-    click.echo(f"epochal: training {source} with the {experiment.backend} backend")
+    processes = os.environ.get("WORLD_SIZE", "1")
+    where = f" in {processes} processes" if processes != "1" else ""
+    _echo(f"epochal: training {source} with the {experiment.backend} backend{where}")
     with _phase(debug, EXIT_FAILED):
         experiment.run(train, val, run_dir=run_dir, handle_signals=True)
     _report(experiment)
 
 
-def resume_command(run_dir: str, epochs: int | None, debug: bool) -> None:
+def resume_command(run_dir: str, epochs: int | None, debug: bool, nproc: int | None = None) -> None:
     """Continue the run in RUN_DIR from its last checkpoint."""
     with _phase(debug, EXIT_USAGE):
         from epochal.experiment import Experiment
 
         experiment = Experiment.from_config(_run_dir_config(run_dir))
+        _launched(experiment, nproc)
         train, val = experiment._data(None, None)
     with _phase(debug, EXIT_FAILED):
         experiment.resume(run_dir, train, val, num_epochs=epochs, handle_signals=True)
@@ -314,6 +365,7 @@ def register_commands(cli: click.Group) -> None:
     @_config_options
     @click.option("--run-dir", type=click.Path(file_okay=False), help="Folder for this run.")
     @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+    @_nproc_option
     @_debug_option
     @functools.wraps(train_command)
     def train(**kwargs: Any) -> None:
@@ -322,6 +374,7 @@ def register_commands(cli: click.Group) -> None:
     @cli.command("resume")
     @click.argument("run_dir", type=click.Path(file_okay=False))
     @click.option("--epochs", type=click.IntRange(min=1), help="Train up to this many epochs.")
+    @_nproc_option
     @_debug_option
     @functools.wraps(resume_command)
     def resume(**kwargs: Any) -> None:

@@ -83,3 +83,8 @@ class NonFiniteLossError(EpochalError, FloatingPointError):
 
 class CheckpointError(EpochalError):
     """A checkpoint that cannot be written, read, or does not fit the trainer."""
+
+
+class DistributedError(EpochalError, RuntimeError):
+    """Distributed training cannot go on: a bad launch environment, or another process of the
+    run failed or stopped answering (the message says which rank saw what)."""

@@ -215,14 +215,50 @@ class Experiment:
         handle_signals = kwargs.pop("handle_signals", False)
         train, val = self._data(train_data, val_data)
         callbacks = self._callbacks(getattr(train, "n_batches", None))
-        # Everything is built before the folder exists: a config error leaves no empty run.
-        run_dir = os.fspath(run_dir) if run_dir else new_run_dir(self.save_path, self.name)
-        trainer = self.setup(params, save_path=run_dir, **kwargs)
-        for callback in callbacks:
-            trainer.register_callback(callback)
-        with run_lock(run_dir):
-            self._write_config(run_dir, params)
-            return self._train(trainer, run_dir, train, val, num_epochs, handle_signals)
+        with self._processes(params, kwargs) as collective:
+            # Everything is built before the folder exists: a config error leaves no empty
+            # run. In several processes, rank 0 names the folder and the others use it.
+            if run_dir:
+                run_dir = os.fspath(run_dir)
+            elif collective.is_main:
+                run_dir = new_run_dir(self.save_path, self.name)
+            run_dir = collective.broadcast(run_dir)
+            trainer = self.setup(params, save_path=run_dir, **kwargs)
+            for callback in callbacks:
+                trainer.register_callback(callback)
+            with self._owning(run_dir, collective):
+                if collective.is_main:
+                    self._write_config(run_dir, params)
+                return self._train(trainer, run_dir, train, val, num_epochs, handle_signals)
+
+    @contextlib.contextmanager
+    def _processes(self, params: Parameters | None, kwargs: Mapping[str, Any]) -> Any:
+        """The processes this run trains in, joined for its duration (a launcher such as
+        torchrun started them; one process otherwise)."""
+        trainer_kwargs = {**self.trainer_kwargs(params), **kwargs}
+        collective = self.trainer_cls.distributed_collective(**trainer_kwargs)
+        try:
+            yield collective
+        finally:
+            collective.close()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _owning(run_dir: str, collective: Any) -> Any:
+        """Rank 0 holds the run folder's lock (one run a folder); the other ranks wait until
+        it has it, so that a refused run stops every rank before any trains."""
+        with contextlib.ExitStack() as stack:
+            refused: Exception | None = None
+            if collective.is_main:
+                try:
+                    stack.enter_context(run_lock(run_dir))
+                except Exception as exc:  # noqa: BLE001 - re-raised below, after the others know
+                    refused = exc
+            if collective.any(refused is not None):
+                if refused is not None:
+                    raise refused
+                raise ConfigError(f"rank 0 could not take the run folder {run_dir}: see its error")
+            yield
 
     def resume(
         self,
@@ -243,17 +279,21 @@ class Experiment:
             )
         train, val = self._data(train_data, val_data)
         seed_everything(self.trainer_cls, self.seed or 0)
-        trainer = self.setup(save_path=run_dir)
-        for callback in self._callbacks(getattr(train, "n_batches", None)):
-            trainer.register_callback(callback)  # before the state load: they have state too
-        with run_lock(run_dir):
-            remove_stale_temp_files(run_dir)  # left by a process killed mid-write
-            try:
-                trainer.update_state(last)
-            except EpochalError as exc:  # a truncated, foreign or other-model file: bad input
-                raise ConfigError(str(exc)) from exc
-            reconcile_best(trainer, run_dir)
-            return self._train(trainer, run_dir, train, val, num_epochs, handle_signals, True)
+        with self._processes(None, {}) as collective:
+            trainer = self.setup(save_path=run_dir)
+            for callback in self._callbacks(getattr(train, "n_batches", None)):
+                trainer.register_callback(callback)  # before the state load: they have state
+            with self._owning(run_dir, collective):
+                if collective.is_main:
+                    remove_stale_temp_files(run_dir)  # left by a process killed mid-write
+                collective.barrier()
+                try:
+                    trainer.update_state(last)
+                except EpochalError as exc:  # a truncated, foreign or other-model file
+                    raise ConfigError(str(exc)) from exc
+                if collective.is_main:
+                    reconcile_best(trainer, run_dir)
+                return self._train(trainer, run_dir, train, val, num_epochs, handle_signals, True)
 
     def _epochs(self, num_epochs: int | None) -> int:
         """``num_epochs``, else the experiment's; checked before anything is written."""
@@ -310,8 +350,14 @@ class Experiment:
             if previous.get("status") == "running":  # that process never wrote its end
                 summary["previous_run"] = f"ended without a word (pid {previous.get('pid')})"
         summary["pid"] = os.getpid()
-        write_summary(run_dir, summary)  # "running" until the end: a killed run shows it
-        signals = stop_on_signals(trainer) if handle_signals else contextlib.nullcontext()
+        if trainer.collective.distributed:
+            summary["processes"] = trainer.collective.world_size
+        main = trainer.is_main_process  # the other ranks write nothing
+        if main:
+            write_summary(run_dir, summary)  # "running" until the end: a killed run shows it
+        signals = (
+            stop_on_signals(trainer, announce=main) if handle_signals else contextlib.nullcontext()
+        )
         try:
             with signals:
                 network = trainer.train(
@@ -342,7 +388,8 @@ class Experiment:
                 finished=_dt.datetime.now().isoformat(timespec="seconds"),
             )
             try:
-                write_summary(run_dir, summary)
+                if main:
+                    write_summary(run_dir, summary)
             except OSError as exc:  # e.g. the full disk that failed the run: keep its error
                 if sys.exc_info()[1] is None:
                     raise

@@ -47,7 +47,14 @@ class TrainingInterrupted(BaseException):
 
 def stoppable(batches: Iterable[dict], trainer: Any, epoch: int, done: int) -> Iterator[dict]:
     """``batches``, checking ``trainer.stop_requested`` before each (``done`` were trained
-    already in this epoch)."""
+    already in this epoch); in several processes, whether any rank was asked to stop."""
+    if trainer.collective.distributed:  # one small collective a batch: all ranks stop together
+        for batch in batches:
+            if trainer._stop_agreed():
+                raise TrainingInterrupted(trainer.stop_requested, epoch, done)
+            yield batch
+            done += 1
+        return
     for batch in batches:
         if trainer.stop_requested is not None:
             raise TrainingInterrupted(trainer.stop_requested, epoch, done)

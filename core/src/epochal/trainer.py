@@ -12,7 +12,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from epochal.callbacks import (
@@ -22,6 +22,7 @@ from epochal.callbacks import (
     is_hook_plugin,
 )
 from epochal.data.batching import TimedBatches, closing_batchgen
+from epochal.distributed import Collective
 from epochal.errors import PluginError
 from epochal.interrupt import TrainingInterrupted, skip_batches, stoppable
 from epochal.plugins import (
@@ -90,6 +91,10 @@ class AbstractNetworkTrainer:
         self.interruptible = False
         self._interrupted_at: dict[str, int] | None = None
         self._resume_batches = 0
+        #: The processes this trainer trains in (backends that train in several set theirs in
+        #: ``_setup``): the loop shards the data, averages epoch metrics over the ranks, and
+        #: lets only rank 0 write checkpoints (:mod:`epochal.distributed`).
+        self.collective = Collective()
         #: Set by ``train``: what the current run monitors, for callbacks that follow it.
         self.val_score_key: str | None = None
         self.val_score_mode = "highest"
@@ -180,6 +185,30 @@ class AbstractNetworkTrainer:
                 )
             self.state.update(result)
 
+    @property
+    def is_main_process(self) -> bool:
+        """Rank 0, or the only process: the one that writes files and talks to the user."""
+        return self.collective.is_main
+
+    @classmethod
+    def distributed_collective(cls, **trainer_kwargs: Any) -> Collective:
+        """The processes a trainer built with ``trainer_kwargs`` would train in, joined: one
+        here; a backend that reads a launcher's environment (torchrun) overrides it. The
+        :class:`~epochal.experiment.Experiment` calls it before it makes the run folder."""
+        return Collective()
+
+    @classmethod
+    def launch_processes(cls, nproc: int, argv: Sequence[str]) -> int:
+        """``epochal ARGV`` in ``nproc`` processes (``--nproc``); returns the exit code. Only
+        backends that train in several processes (torch: through torchrun) can."""
+        from epochal.errors import ConfigError
+
+        raise ConfigError(
+            f"--nproc {nproc}: the {cls.__name__} backend does not start processes; run "
+            "one process (a TensorFlow run uses several devices with strategy = 'mirrored', "
+            "several machines with strategy = 'multi_worker'; see docs/distributed.md)"
+        )
+
     def request_stop(self, reason: str = "stop") -> None:
         """Stop at the next batch boundary, writing ``checkpoint_last`` to resume from (safe
         to call from a signal handler; see :func:`epochal.interrupt.stop_on_signals`)."""
@@ -233,7 +262,9 @@ class AbstractNetworkTrainer:
         self._merge_hook_results(results, "epochal_at_epoch_end")
 
     def _at_training_end(self, *args: Any, **kwargs: Any) -> Any:
-        """Fires the hook; backends extend it to return the best network."""
+        """Fires the hook; backends extend it to return the best network (every rank waits
+        for rank 0's last checkpoint first)."""
+        self.collective.barrier()
         self._hooks.epochal_at_training_end(trainer=self)
 
     # -- what a backend must provide -----------------------------------------------
@@ -292,7 +323,7 @@ class AbstractNetworkTrainer:
         if "epoch" in new_state:
             self.start_epoch = int(new_state["epoch"]) + 1
         interrupted = new_state.get("interrupted") or {}
-        self._resume_batches = int(interrupted.get("batches_done", 0))
+        self._resume_batches = self._batches_to_skip(interrupted)
         if interrupted:
             self.start_epoch = int(interrupted["epoch"])
         self.best_val_score = new_state.get("best_val_score", self.best_val_score)
@@ -300,7 +331,7 @@ class AbstractNetworkTrainer:
         saved = new_state.get("callbacks") or {}
         claimed = set(self._collect_plugin_state()) | set(self._callback_chain.keys_with_state())
         unclaimed = sorted(set(saved) - claimed)
-        if unclaimed:
+        if unclaimed and self.is_main_process:  # other ranks leave out rank-0-only callbacks
             warnings.warn(
                 f"the checkpoint holds state for {unclaimed}, which no registered callback or "
                 "plugin has now: that state is ignored. Register the same callbacks as the run "
@@ -309,6 +340,25 @@ class AbstractNetworkTrainer:
             )
         self._hooks.epochal_load_state_dict(trainer=self, state=saved)
         return self
+
+    def _batches_to_skip(self, interrupted: Mapping[str, Any]) -> int:
+        """This process's batches done in a stopped epoch. A run stopped with another number
+        of processes did ``batches_done * world_size`` per-rank batches in all; a whole number
+        of this run's steps is skipped, and a remainder is trained again (with a warning)."""
+        done = int(interrupted.get("batches_done", 0))
+        saved_world = int(interrupted.get("world_size", 1))
+        world = self.collective.world_size
+        if not done or saved_world == world:
+            return done
+        skip, again = divmod(done * saved_world, world)
+        if again and self.is_main_process:
+            warnings.warn(
+                f"the checkpoint was written by {saved_world} processes in the middle of epoch "
+                f"{interrupted.get('epoch')}, and {world} processes resume it: "
+                f"{again * 100 // world}% of a step's samples are trained a second time",
+                stacklevel=3,
+            )
+        return skip
 
     # -- the loop ------------------------------------------------------------------
 
@@ -359,6 +409,13 @@ class AbstractNetworkTrainer:
             )
         self.state["stop_training"] = False
         self.val_score_key, self.val_score_mode = val_score_key, val_score_mode
+        collective = self.collective
+        if collective.distributed:  # each rank trains and validates on its share
+            datamgr_train = datamgr_train.shard(collective.world_size, collective.rank)
+            if datamgr_valid is not None:
+                datamgr_valid = datamgr_valid.shard(
+                    collective.world_size, collective.rank, even=False
+                )
         self._at_training_begin()
         metrics_val: dict[str, float] = {}
         warned_missing_key = False
@@ -371,7 +428,7 @@ class AbstractNetworkTrainer:
             with closing_batchgen(datamgr_train.get_batchgen(seed=epoch)) as batchgen:
                 source: Iterable[dict] = skip_batches(batchgen, done) if done else batchgen
                 if self.interruptible:
-                    if self.stop_requested is not None:
+                    if self._stop_agreed():
                         self._stopped(TrainingInterrupted(self.stop_requested, epoch, done))
                     source = stoppable(source, self, epoch, done)
                 timed = TimedBatches(source) if self.time_data_wait else None
@@ -379,6 +436,8 @@ class AbstractNetworkTrainer:
                     metrics_train = self._train_single_epoch(timed or source, epoch)
                 except TrainingInterrupted as stop:
                     self._stopped(stop)
+            if collective.distributed:
+                metrics_train = collective.mean(metrics_train or {}, datamgr_train.n_samples)
             validated = time.perf_counter()
             self.state["train_seconds"] = validated - started
             if timed is not None:
@@ -416,17 +475,33 @@ class AbstractNetworkTrainer:
                 break
         return self._at_training_end()
 
+    def _stop_agreed(self) -> bool:
+        """Whether to stop before the next batch: a stop was requested here or, when training
+        in several processes, on any rank (all ranks must stop at the same batch)."""
+        requested = self.stop_requested is not None
+        if self.collective.distributed:
+            requested = self.collective.any(requested)
+            if requested and self.stop_requested is None:
+                self.stop_requested = "a stop on another rank"
+        return requested
+
     def _stopped(self, stop: TrainingInterrupted) -> None:
         """Write ``checkpoint_last`` for a stop before batch ``stop.batches_done`` of
         ``stop.epoch`` (the weights so far, marked to resume mid-epoch), then re-raise."""
         if self.save_path is not None:
-            os.makedirs(self.save_path, exist_ok=True)
-            self._interrupted_at = {"epoch": stop.epoch, "batches_done": stop.batches_done}
-            try:
-                path = os.path.join(self.save_path, "checkpoint_last")
-                self.save_state(path, stop.epoch - 1)
-            finally:
-                self._interrupted_at = None
+            path = os.path.join(self.save_path, "checkpoint_last")
+            if self.is_main_process:
+                os.makedirs(self.save_path, exist_ok=True)
+                self._interrupted_at = {
+                    "epoch": stop.epoch,
+                    "batches_done": stop.batches_done,
+                    "world_size": self.collective.world_size,
+                }
+                try:
+                    self.save_state(path, stop.epoch - 1)
+                finally:
+                    self._interrupted_at = None
+            self.collective.barrier()  # the file is there once any rank reports it
             stop.checkpoint = path
         raise stop
 
@@ -434,7 +509,9 @@ class AbstractNetworkTrainer:
         """Validate at the manager's own batch size; keys get the ``val_`` prefix."""
         with closing_batchgen(datamgr_valid.get_batchgen()) as batchgen:
             _, _, metrics = self.predict(batchgen, batch_size=None)
-        return {f"{VAL_PREFIX}{key}": float(value) for key, value in (metrics or {}).items()}
+        if self.collective.distributed:  # each rank validated its share: the global means
+            metrics = self.collective.mean(metrics or {}, datamgr_valid.n_samples)
+        return {f"{VAL_PREFIX}{key}": float(value) for key, value in metrics.items()}
 
     @staticmethod
     def _find_score_key(val_score_key: str, metrics_val: Mapping[str, Any]) -> str | None:
@@ -445,7 +522,7 @@ class AbstractNetworkTrainer:
         return prefixed if prefixed in metrics_val else None
 
     def _save_epoch_checkpoints(self, epoch: int, is_best: bool) -> None:
-        if self.save_path is None:
+        if self.save_path is None or not self.is_main_process:
             return
         os.makedirs(self.save_path, exist_ok=True)
         if epoch % self.save_freq == 0:

@@ -9,6 +9,7 @@ workers.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -21,7 +22,7 @@ from epochal.data.loading import (
     EpochMultiThreadedAugmenter,
     EpochSingleThreadedAugmenter,
 )
-from epochal.data.samplers import AbstractSampler, SequentialSampler
+from epochal.data.samplers import AbstractSampler, SequentialSampler, ShardedSampler
 from epochal.errors import DataError
 
 __all__ = ["DataManager"]
@@ -178,6 +179,10 @@ class DataManager:
         entropy = [int(s) for s in (self.seed, seed) if s is not None]
         sequence = np.random.SeedSequence(entropy or None)
         order_seed, batch_seed, worker_entropy = sequence.spawn(3)
+        rank = self.sampler.rank
+        if rank:  # same global order on every rank, but each rank augments its own way
+            batch_seed = batch_seed.spawn(rank + 1)[rank]
+            worker_entropy = worker_entropy.spawn(rank + 1)[rank]
         indices = self.sampler.epoch_indices(np.random.default_rng(order_seed))
         n_batches = -(-len(indices) // self.batch_size)
         n_workers = min(self.n_process_augmentation, n_batches)
@@ -200,6 +205,36 @@ class DataManager:
             seeds=worker_seeds,
             pin_memory=self.pin_memory,
         )
+
+    def shard(self, num_replicas: int, rank: int, *, even: bool = True) -> DataManager:
+        """This manager for process ``rank`` of ``num_replicas`` (data-parallel training):
+        each epoch's global order (the same on every rank for the same seed) split across
+        ranks by :class:`ShardedSampler`, with ``even`` shards for training and unpadded ones
+        for validation. A manager the user sharded already is returned as it is."""
+        if num_replicas == 1:
+            return self
+        if self.sampler.num_replicas != 1:
+            if (self.sampler.num_replicas, self.sampler.rank) != (num_replicas, rank):
+                raise DataError(
+                    f"the data manager is sharded for rank {self.sampler.rank} of "
+                    f"{self.sampler.num_replicas} processes, but this is rank {rank} of "
+                    f"{num_replicas}; leave num_replicas and rank out of sampler_kwargs and the "
+                    "trainer shards the data itself"
+                )
+            return self
+        sharded = copy.copy(self)
+        sharded.sampler = ShardedSampler(
+            self.sampler, num_replicas=num_replicas, rank=rank, even=even
+        )
+        if sharded.n_samples == 0:
+            raise DataError(
+                f"{self.n_samples} samples cannot be shared by {num_replicas} processes: rank "
+                f"{rank} gets none. Use at least {num_replicas} samples (validation too), or "
+                "fewer processes"
+            )
+        if sharded.batch_size > sharded.n_samples:
+            sharded.batch_size = sharded.n_samples
+        return sharded
 
     def get_subset(self, indices: Iterable[int]) -> DataManager:
         """A manager with the same settings over the samples at ``indices``."""

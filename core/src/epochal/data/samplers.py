@@ -20,6 +20,7 @@ __all__ = [
     "BalancedSampler",
     "RandomSampler",
     "SequentialSampler",
+    "ShardedSampler",
     "StratifiedSampler",
     "WeightedRandomSampler",
 ]
@@ -248,3 +249,41 @@ class StratifiedSampler(_LabelSampler):
             shuffled = rng.permutation(members)
             positions[shuffled] = (np.arange(count) + rng.random(count)) / count
         return np.argsort(positions, kind="stable")
+
+
+class ShardedSampler(AbstractSampler):
+    """One rank's share of another sampler's epochs (what distributed training draws).
+
+    Every rank draws ``base``'s global order from the same seed and keeps every
+    ``num_replicas``-th index from ``rank``; so the samples of step ``j`` on all ranks are
+    together the ``j``-th block of ``num_replicas * batch_size`` of the global order: the
+    batch one process would take with that global batch size. With ``even`` the order is
+    first padded with its own start to a multiple of ``num_replicas`` (as
+    ``torch.utils.data.DistributedSampler`` does), so every rank takes the same number of
+    steps, which data-parallel training needs; without it (validation) no sample is repeated.
+    """
+
+    def __init__(self, base: AbstractSampler, *, num_replicas: int, rank: int, even: bool) -> None:
+        if base.num_replicas != 1:
+            raise ValueError(f"{base!r} is sharded already")
+        super().__init__(0, num_replicas=num_replicas, rank=rank)
+        self.base, self.even = base, bool(even)
+
+    @property
+    def num_samples(self) -> int:
+        return self.base.num_samples
+
+    def __len__(self) -> int:
+        if self.even:
+            return -(-self.num_samples // self.num_replicas)
+        return super().__len__()
+
+    def epoch_indices(self, seed: Seed = None) -> np.ndarray:
+        order = np.asarray(self.base.epoch_indices(seed), dtype=np.int64)
+        if self.even and len(order) % self.num_replicas:
+            missing = self.num_replicas - len(order) % self.num_replicas
+            order = np.concatenate([order, np.resize(order, missing)])
+        return order[self.rank :: self.num_replicas]
+
+    def __repr__(self) -> str:
+        return f"ShardedSampler({self.base!r}, rank={self.rank}/{self.num_replicas})"

@@ -26,6 +26,8 @@ class CSVLogger(AbstractCallback):
         file_name: the file's name in that folder.
     """
 
+    main_process_only = True  # distributed training: rank 0 writes, the others train
+
     def __init__(self, path: str | os.PathLike[str] | None = None, file_name: str = "metrics.csv"):
         self.path = path
         self.file_name = file_name

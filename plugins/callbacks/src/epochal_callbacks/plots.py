@@ -54,6 +54,8 @@ class LearningCurvePlot(AbstractCallback):
         engine: ``"pillow"`` (fast, the default) or ``"matplotlib"``.
     """
 
+    main_process_only = True  # distributed training: rank 0 writes, the others train
+
     def __init__(
         self,
         monitor: str | None = None,

@@ -92,6 +92,8 @@ class ProgressBar(AbstractCallback):
             file, CI); ``None`` prints it only with the bar.
     """
 
+    main_process_only = True  # distributed training: rank 0 writes, the others train
+
     def __init__(
         self,
         enabled: bool | None = None,

@@ -125,6 +125,8 @@ class TensorBoardLogger(AbstractCallback):
         per_batch: ``False``; ``True`` to log every batch; an integer n for every n-th.
     """
 
+    main_process_only = True  # distributed training: rank 0 writes, the others train
+
     def __init__(
         self, log_dir: str | os.PathLike[str] | None = None, per_batch: bool | int = False
     ) -> None:

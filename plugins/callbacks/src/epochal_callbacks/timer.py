@@ -24,6 +24,8 @@ class Timer(AbstractCallback):
         warn_fraction: the share of training time spent waiting that counts as a bottleneck.
     """
 
+    main_process_only = True  # distributed training: rank 0 writes, the others train
+
     def __init__(
         self, stream: IO[str] | None = None, verbose: bool = True, warn_fraction: float = 0.5
     ) -> None:

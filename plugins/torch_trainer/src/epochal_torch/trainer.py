@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from epochal.data.batching import batch_length, rebatch
+from epochal.distributed import Collective
 from epochal.errors import NonFiniteLossError
 from epochal.trainer import AbstractNetworkTrainer
+from epochal_torch.distributed import is_collective_failure, join_processes, lost_peer
 from epochal_torch.epoch import epoch_means, finish_epoch
 from epochal_torch.io import (
     check_fits,
@@ -83,6 +85,10 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             :class:`~epochal.errors.NonFiniteLossError`, keeping earlier checkpoints) or
             ``"skip_batch"`` (no update for that batch; counted as the train metric
             ``nonfinite_batches``). See :mod:`epochal_torch.nonfinite`.
+        distributed: under torchrun, train with ``DistributedDataParallel`` (``None``: when
+            torchrun started several processes; ``False``: each process trains alone).
+        dist_backend: ``"auto"`` (gloo on the CPU, nccl on CUDA), ``"gloo"`` or ``"nccl"``.
+        dist_timeout: seconds a rank waits for the others in a collective before it fails.
         **kwargs: passed to the network's ``closure``.
     """
 
@@ -115,6 +121,23 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         },
     }
 
+    @classmethod
+    def distributed_collective(cls, **trainer_kwargs: Any) -> Collective:
+        """Under torchrun: this process joined to the others (:mod:`epochal_torch.distributed`)."""
+        return join_processes(
+            gpu_ids=trainer_kwargs.get("gpu_ids"),
+            distributed=trainer_kwargs.get("distributed"),
+            dist_backend=trainer_kwargs.get("dist_backend", "auto"),
+            dist_timeout=trainer_kwargs.get("dist_timeout", 600.0),
+        )
+
+    @classmethod
+    def launch_processes(cls, nproc: int, argv: Sequence[str]) -> int:
+        """``epochal train --nproc N``: torchrun's launcher on this machine."""
+        from epochal_torch.launch import launch_processes
+
+        return launch_processes(nproc, argv)
+
     @staticmethod
     def set_seed(seed: int) -> None:
         """Seed torch's generators (CPU and every GPU); the experiment seeds numpy and random."""
@@ -139,9 +162,18 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         mixed_precision: bool = False,
         mixed_precision_kwargs: dict[str, Any] | None = None,
         on_nonfinite: str = "raise",
+        distributed: bool | None = None,
+        dist_backend: str = "auto",
+        dist_timeout: float = 600.0,
         **kwargs: Any,
     ) -> None:
         self.on_nonfinite = NonFiniteLossError.check_policy(on_nonfinite)
+        self._join = {
+            "gpu_ids": list(gpu_ids or []),
+            "distributed": distributed,
+            "dist_backend": dist_backend,
+            "dist_timeout": dist_timeout,
+        }
         super().__init__(
             fold,
             callbacks,
@@ -179,7 +211,12 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         mixed_precision: bool,
         mixed_precision_kwargs: dict[str, Any] | None,
     ) -> None:
-        device = _device_for(gpu_ids)
+        self.collective = join_processes(**self._join)
+        if self.collective.distributed:  # one GPU a process: gpu_ids[LOCAL_RANK]
+            device = self.collective.device
+            _device_for([device.index] if device.type == "cuda" else [])  # checks it exists
+        else:
+            device = _device_for(gpu_ids)
         self.input_device = self.output_device = device
         self.use_gpu = device.type == "cuda"
         self.module = network.to(device)
@@ -203,6 +240,21 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
                 f"{type(network).__name__} has its own closure, which takes its optimizer steps "
                 "itself; in your closure, skip the step yourself when the loss is not finite "
                 "(on_nonfinite='raise' works with closures)"
+            )
+        if self.collective.distributed and self.on_nonfinite == "skip_batch":
+            raise ValueError(
+                "on_nonfinite='skip_batch' is not supported in distributed training: every rank "
+                "would have to agree on each skipped batch. Use on_nonfinite='raise'"
+            )
+        #: What trains: the network, or its DistributedDataParallel wrapper (which averages
+        #: gradients over the ranks). ``module`` stays the bare network: checkpoints, predict
+        #: and the best model use it, so a checkpoint loads with any number of processes.
+        self.train_module: torch.nn.Module = self.module
+        if self.collective.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.train_module = DistributedDataParallel(
+                self.module, device_ids=[device.index] if device.type == "cuda" else None
             )
         if not custom and "default" not in self.optimizers:
             raise ValueError(
@@ -231,6 +283,16 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
     # -- training ------------------------------------------------------------------------
 
     def _train_single_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
+        if not self.collective.distributed:
+            return self._train_epoch(batchgen, epoch)
+        try:
+            return self._train_epoch(batchgen, epoch)
+        except RuntimeError as exc:  # DDP's gradient all-reduce lost a peer: say so plainly
+            if not is_collective_failure(exc):
+                raise
+            raise lost_peer(self.collective.rank, f"epoch {epoch}", exc) from exc
+
+    def _train_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
         if not self._labels_checked:  # once per trainer: labels that cannot fit the loss
             self._labels_checked = True
             batchgen = check_first_batch(self, batchgen)
@@ -244,7 +306,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             and len(self.criterions) == 1
         ):
             return self._train_plain_epoch(batchgen, epoch)  # the common case, ~5% faster
-        model, optimizer = self.module, self.optimizers.get("default")
+        model, optimizer = self.train_module, self.optimizers.get("default")
         criterions, metrics = self.criterions, self.metrics
         model.train()
         hook, scaler, closure = self._batch_end_hook, self.scaler, self._closure
@@ -294,7 +356,14 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """A custom closure's step: ``(metric_vals, loss_vals)``."""
         closure, kwargs = self._closure, self.closure_kwargs
-        args = (self.module, data_dict, self.optimizers, self.criterions, self.metrics, self.fold)
+        args = (
+            self.train_module,
+            data_dict,
+            self.optimizers,
+            self.criterions,
+            self.metrics,
+            self.fold,
+        )
         if autocast is None:
             metric_vals, loss_vals, _ = closure(*args, **kwargs)
         else:  # a custom step does its own backward: autocast has to enclose it all
@@ -307,7 +376,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         module, one criterion, no metrics, no AMP, no per-batch hook): same arithmetic, no
         per-batch dicts or calls besides the step itself. Only ``data`` and ``label`` are
         converted, as the step reads nothing else."""
-        model, optimizer = self.module, self.optimizers["default"]
+        model, optimizer = self.train_module, self.optimizers["default"]
         input_device, output_device = self.input_device, self.output_device
         ((name, criterion),) = self.criterions.items()
         skip = self.on_nonfinite == "skip_batch"

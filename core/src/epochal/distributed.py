@@ -1,0 +1,132 @@
+"""Training in several processes: what the core needs to know, without any framework.
+
+epochal does not launch or coordinate processes itself; engines do (``torchrun``,
+``tf.distribute``). A backend that trains in several processes hands the core a
+:class:`Collective`: this process's rank, how many there are, and the few collective
+operations the loop needs (global means of epoch metrics, agreeing to stop, broadcasting the
+run folder, a barrier). The base class is the one-process case: every operation is the
+identity, so the single-process loop pays nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from epochal.errors import DistributedError
+
+__all__ = ["Collective", "LaunchEnv", "launch_env"]
+
+T = TypeVar("T")
+
+#: torchrun's variables; ``RANK`` and ``WORLD_SIZE`` decide, the rest default sensibly.
+LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
+class Collective:
+    """The processes of one training run, as the core loop sees them (here: just this one).
+
+    Backends subclass it (``epochal_torch.distributed.TorchCollective``) and override the
+    operations; each must be called by every rank, in the same order.
+    """
+
+    rank = 0
+    world_size = 1
+    local_rank = 0
+    local_world_size = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes checkpoints, logs, plots and the run folder."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def mean(self, values: Mapping[str, float], weight: float = 1.0) -> dict[str, float]:
+        """The mean of ``values`` over all ranks, each rank's weighted by ``weight`` (its
+        number of samples): every rank gets the global means."""
+        return {key: float(value) for key, value in values.items()}
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank (every rank gets the same answer)."""
+        return bool(flag)
+
+    def broadcast(self, value: T) -> T:
+        """Rank 0's ``value`` (picklable), on every rank."""
+        return value
+
+    def barrier(self) -> None:
+        """Wait until every rank got here."""
+
+    def close(self) -> None:
+        """Leave the process group, if this object created it."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(rank={self.rank}, world_size={self.world_size})"
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    """Where a launcher (``torchrun``, SLURM through torchrun) put this process."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+
+
+def _int_variable(environ: Mapping[str, str], name: str, default: int | None) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise DistributedError(
+                f"{name} is not set although RANK or WORLD_SIZE is: start the processes with "
+                "`torchrun --nproc-per-node N -m epochal train CONFIG`, which sets RANK, "
+                "WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT"
+            )
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise DistributedError(f"{name}={raw!r} is not an integer") from None
+
+
+def launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv | None:
+    """The launch environment torchrun sets, or ``None`` for a single process (neither
+    ``RANK`` nor ``WORLD_SIZE`` set, or ``WORLD_SIZE=1``). Inconsistent values are a
+    :class:`~epochal.errors.DistributedError` that names the variable."""
+    environ = os.environ if environ is None else environ
+    if not any(environ.get(name) for name in ("RANK", "WORLD_SIZE")):
+        return None
+    world_size = _int_variable(environ, "WORLD_SIZE", None)
+    rank = _int_variable(environ, "RANK", None)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise DistributedError(
+            f"RANK={rank} and WORLD_SIZE={world_size} do not fit: need 0 <= RANK < WORLD_SIZE"
+        )
+    if world_size == 1:
+        return None
+    local_rank = _int_variable(environ, "LOCAL_RANK", rank)
+    local_world_size = _int_variable(environ, "LOCAL_WORLD_SIZE", world_size)
+    if not 0 <= local_rank < local_world_size:
+        raise DistributedError(
+            f"LOCAL_RANK={local_rank} and LOCAL_WORLD_SIZE={local_world_size} do not fit"
+        )
+    return LaunchEnv(rank, world_size, local_rank, local_world_size)
+
+
+def is_main_process(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is rank 0 of its launch (or alone): it talks to the user."""
+    environ = os.environ if environ is None else environ
+    return environ.get("RANK", "0") in ("", "0")
+
+
+def weighted_sums(values: Mapping[str, float], weight: float) -> tuple[list[str], list[Any]]:
+    """``values`` as ``(sorted keys, [value * weight ..., weight])``: what a backend sums over
+    ranks for :meth:`Collective.mean` (one message for all keys)."""
+    keys = sorted(values)
+    return keys, [float(values[key]) * weight for key in keys] + [float(weight)]

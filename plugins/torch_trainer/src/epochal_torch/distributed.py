@@ -1,0 +1,207 @@
+"""torchrun + DistributedDataParallel: joining the process group, and the core's collectives.
+
+``torchrun --nproc-per-node N -m epochal train CONFIG`` starts N processes with ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set. The trainer (or the
+experiment, before it names the run folder) joins them with :func:`join_processes`: gloo on
+the CPU, nccl on CUDA. epochal starts no processes itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import functools
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from epochal.distributed import Collective, LaunchEnv, launch_env, weighted_sums
+from epochal.errors import DistributedError
+
+__all__ = ["DIST_BACKENDS", "TorchCollective", "device_for_rank", "join_processes"]
+
+DIST_BACKENDS = ("auto", "gloo", "nccl")
+T = TypeVar("T")
+
+_LOST = (
+    "Look at the other ranks' output for the first error. Checkpoints written so far are "
+    "kept: continue with `epochal resume RUN_DIR --nproc N` (or torchrun ... resume RUN_DIR)"
+)
+
+
+def _collective_op(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """A torch.distributed failure (a peer died: gloo's socket closed, or the timeout) while
+    doing ``what`` becomes a :class:`DistributedError` that says what happened and what to do."""
+
+    def decorate(function: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(function)
+        def wrapped(self: TorchCollective, *args: Any, **kwargs: Any) -> T:
+            try:
+                return function(self, *args, **kwargs)
+            except RuntimeError as exc:  # DistBackendError is a RuntimeError
+                raise lost_peer(self.rank, what, exc) from exc
+
+        return wrapped
+
+    return decorate
+
+
+#: What torch.distributed's failures say (gloo, nccl, the c10d store); a DDP all-reduce that
+#: lost a peer raises a plain RuntimeError from the autograd engine.
+_FAILURE_WORDS = ("gloo", "nccl", "processgroup", "connection closed", "connection reset", "c10d")
+
+
+def is_collective_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` came from torch.distributed (not from the user's model or data)."""
+    backend_error = getattr(dist, "DistBackendError", ())
+    if backend_error and isinstance(exc, backend_error):
+        return True
+    text = str(exc).lower()
+    return any(word in text for word in _FAILURE_WORDS)
+
+
+def lost_peer(rank: int, where: str, exc: BaseException) -> DistributedError:
+    """The error a rank raises when a collective failed under it: gloo's or nccl's words
+    without their source location and advice."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text).split(". This is typically")[0]
+    return DistributedError(
+        f"rank {rank} lost contact with another process of this run ({where}: {text[:160]}). "
+        + _LOST
+    )
+
+
+class TorchCollective(Collective):
+    """The core's collectives on ``torch.distributed`` (any backend: gloo or nccl)."""
+
+    def __init__(self, env: LaunchEnv | None, device: torch.device, owner: bool) -> None:
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.local_rank = env.local_rank if env else 0
+        self.local_world_size = env.local_world_size if env else 1
+        self.device, self._owner = device, owner
+
+    @_collective_op("averaging the epoch's metrics")
+    def mean(self, values: Mapping[str, float], weight: float = 1.0) -> dict[str, float]:
+        keys, sums = weighted_sums(values, weight)
+        total = torch.tensor(sums, dtype=torch.float64, device=self.device)
+        dist.all_reduce(total)
+        return {key: float(total[i] / total[-1]) for i, key in enumerate(keys)}
+
+    @_collective_op("checking for a stop request")
+    def any(self, flag: bool) -> bool:
+        value = torch.tensor([int(bool(flag))], dtype=torch.int32, device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    @_collective_op("sharing the run folder")
+    def broadcast(self, value: T) -> T:
+        box = [value]
+        dist.broadcast_object_list(box, src=0, device=self.device)
+        return box[0]
+
+    @_collective_op("waiting for the other ranks")
+    def barrier(self) -> None:
+        if self.device.type == "cuda":
+            dist.barrier(device_ids=[self.device.index])
+        else:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self._owner:
+            _leave()
+
+
+def _backend(dist_backend: str, use_cuda: bool) -> str:
+    if dist_backend not in DIST_BACKENDS:
+        raise ValueError(f"dist_backend must be one of {DIST_BACKENDS}, got {dist_backend!r}")
+    if dist_backend == "auto":
+        return "nccl" if use_cuda else "gloo"
+    if dist_backend == "nccl" and not use_cuda:
+        raise ValueError(
+            "dist_backend='nccl' needs CUDA: set gpu_ids (one GPU per process), or use 'gloo'"
+        )
+    return dist_backend
+
+
+def device_for_rank(gpu_ids: list[int], env: LaunchEnv | None) -> int | None:
+    """The GPU of this process: ``gpu_ids[LOCAL_RANK]`` (one id per process on this node),
+    ``None`` for the CPU."""
+    if not gpu_ids:
+        return None
+    if env is None:
+        return gpu_ids[0]
+    if len(gpu_ids) < env.local_world_size:
+        raise ValueError(
+            f"gpu_ids={gpu_ids} lists {len(gpu_ids)} GPU(s) for the {env.local_world_size} "
+            f"processes on this node: list one id per process, e.g. "
+            f"gpu_ids={list(range(env.local_world_size))}, or pass gpu_ids=[] for the CPU"
+        )
+    return gpu_ids[env.local_rank]
+
+
+def join_processes(
+    gpu_ids: list[int] | None = None,
+    distributed: bool | None = None,
+    dist_backend: str = "auto",
+    dist_timeout: float = 600.0,
+) -> Collective:
+    """This process's place among those torchrun started, joined into the process group
+    (created here unless someone did already). One process (no launcher, or
+    ``distributed=False``): the single-process :class:`Collective`."""
+    if distributed is False:
+        return Collective()
+    env = launch_env()
+    gpu = device_for_rank(list(gpu_ids or []), env)
+    device = torch.device("cpu") if gpu is None else torch.device("cuda", gpu)
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() == 1:
+            return Collective()
+        return TorchCollective(env, device, owner=False)
+    if env is None:
+        if distributed:
+            raise DistributedError(
+                "distributed=True but this process was not started by a launcher: run "
+                "`torchrun --nproc-per-node N -m epochal train CONFIG` (or your script under "
+                "torchrun)"
+            )
+        return Collective()
+    if not dist.is_available():
+        raise DistributedError("this torch build has no torch.distributed")
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise DistributedError(
+            f"{' and '.join(missing)} not set: start the processes with torchrun, which sets "
+            "them, or set them to rank 0's address and a free port"
+        )
+    if not isinstance(dist_timeout, (int, float)) or dist_timeout <= 0:
+        raise ValueError(f"dist_timeout must be a positive number of seconds, got {dist_timeout!r}")
+    backend = _backend(dist_backend, device.type == "cuda")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    try:
+        dist.init_process_group(
+            backend,
+            timeout=datetime.timedelta(seconds=dist_timeout),
+            rank=env.rank,
+            world_size=env.world_size,
+            **({"device_id": device} if device.type == "cuda" else {}),
+        )
+    except (RuntimeError, ValueError) as exc:
+        raise DistributedError(
+            f"rank {env.rank} of {env.world_size} could not join the others at "
+            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({exc}); check that "
+            "every process was started and that the address is reachable"
+        ) from exc
+    # A trainer used without an Experiment never closes the group; gloo's threads must not
+    # meet the interpreter's teardown (an occasional SIGABRT at exit).
+    atexit.register(_leave)
+    return TorchCollective(env, device, owner=True)
+
+
+def _leave() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
