@@ -9,8 +9,8 @@ import torch
 
 from epochal.data import DataManager
 from epochal.data.digits import load_digits
-from epochal_torch.metrics import accuracy
 from epochal_torch import PyTorchNetworkTrainer
+from epochal_torch.metrics import accuracy
 from epochal_torch.models import MLP
 
 
@@ -52,8 +52,12 @@ class _Record:
 
     def at_epoch_end(self, trainer, metrics_train, metrics_val, **kwargs):
         self.history.append(
-            [metrics_train["CE"], metrics_train["accuracy"], metrics_val["val_CE"],
-             metrics_val["val_accuracy"]]
+            [
+                metrics_train["CE"],
+                metrics_train["accuracy"],
+                metrics_val["val_CE"],
+                metrics_val["val_accuracy"],
+            ]
         )
         return {}
 

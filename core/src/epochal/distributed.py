@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from epochal.errors import DistributedError
+from epochal.errors import LaunchError
 
 __all__ = ["Collective", "LaunchEnv", "launch_env"]
 
@@ -83,7 +83,7 @@ def _int_variable(environ: Mapping[str, str], name: str, default: int | None) ->
     raw = environ.get(name)
     if raw is None or raw == "":
         if default is None:
-            raise DistributedError(
+            raise LaunchError(
                 f"{name} is not set although RANK or WORLD_SIZE is: start the processes with "
                 "`torchrun --nproc-per-node N -m epochal train CONFIG`, which sets RANK, "
                 "WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT"
@@ -92,20 +92,20 @@ def _int_variable(environ: Mapping[str, str], name: str, default: int | None) ->
     try:
         return int(raw)
     except ValueError:
-        raise DistributedError(f"{name}={raw!r} is not an integer") from None
+        raise LaunchError(f"{name}={raw!r} is not an integer") from None
 
 
 def launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv | None:
     """The launch environment torchrun sets, or ``None`` for a single process (neither
     ``RANK`` nor ``WORLD_SIZE`` set, or ``WORLD_SIZE=1``). Inconsistent values are a
-    :class:`~epochal.errors.DistributedError` that names the variable."""
+    :class:`~epochal.errors.LaunchError` that names the variable."""
     environ = os.environ if environ is None else environ
     if not any(environ.get(name) for name in ("RANK", "WORLD_SIZE")):
         return None
     world_size = _int_variable(environ, "WORLD_SIZE", None)
     rank = _int_variable(environ, "RANK", None)
     if world_size < 1 or not 0 <= rank < world_size:
-        raise DistributedError(
+        raise LaunchError(
             f"RANK={rank} and WORLD_SIZE={world_size} do not fit: need 0 <= RANK < WORLD_SIZE"
         )
     if world_size == 1:
@@ -113,7 +113,7 @@ def launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv | None:
     local_rank = _int_variable(environ, "LOCAL_RANK", rank)
     local_world_size = _int_variable(environ, "LOCAL_WORLD_SIZE", world_size)
     if not 0 <= local_rank < local_world_size:
-        raise DistributedError(
+        raise LaunchError(
             f"LOCAL_RANK={local_rank} and LOCAL_WORLD_SIZE={local_world_size} do not fit"
         )
     return LaunchEnv(rank, world_size, local_rank, local_world_size)

@@ -88,3 +88,8 @@ class CheckpointError(EpochalError):
 class DistributedError(EpochalError, RuntimeError):
     """Distributed training cannot go on: a bad launch environment, or another process of the
     run failed or stopped answering (the message says which rank saw what)."""
+
+
+class LaunchError(DistributedError, ConfigError):
+    """The processes were started wrongly (a launcher's variables missing or inconsistent):
+    bad input, so the CLI exits 2; the message names the variable and how to launch."""

@@ -236,7 +236,12 @@ class Experiment:
         """The processes this run trains in, joined for its duration (a launcher such as
         torchrun started them; one process otherwise)."""
         trainer_kwargs = {**self.trainer_kwargs(params), **kwargs}
-        collective = self.trainer_cls.distributed_collective(**trainer_kwargs)
+        try:
+            collective = self.trainer_cls.distributed_collective(**trainer_kwargs)
+        except (TypeError, ValueError) as exc:  # e.g. dist_backend: the config's
+            if isinstance(exc, EpochalError):
+                raise
+            raise ConfigError(f"training: {exc}") from exc
         try:
             yield collective
         finally:

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from epochal.distributed import Collective, LaunchEnv, launch_env, weighted_sums
-from epochal.errors import DistributedError
+from epochal.errors import DistributedError, LaunchError
 
 __all__ = ["DIST_BACKENDS", "TorchCollective", "device_for_rank", "join_processes"]
 
@@ -163,7 +163,7 @@ def join_processes(
         return TorchCollective(env, device, owner=False)
     if env is None:
         if distributed:
-            raise DistributedError(
+            raise LaunchError(
                 "distributed=True but this process was not started by a launcher: run "
                 "`torchrun --nproc-per-node N -m epochal train CONFIG` (or your script under "
                 "torchrun)"
@@ -173,7 +173,7 @@ def join_processes(
         raise DistributedError("this torch build has no torch.distributed")
     missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
     if missing:
-        raise DistributedError(
+        raise LaunchError(
             f"{' and '.join(missing)} not set: start the processes with torchrun, which sets "
             "them, or set them to rank 0's address and a free port"
         )

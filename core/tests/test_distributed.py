@@ -1,0 +1,164 @@
+"""The core's side of distributed training, in one process: launch variables, sharded data,
+and what a rank other than 0 does (trains its share, writes nothing). The real
+multi-process runs are in tests/distributed/."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from epochal import AbstractCallback
+from epochal.data import DataManager, RandomSampler, SequentialSampler
+from epochal.data.datasets import ArrayDataset
+from epochal.data.samplers import ShardedSampler
+from epochal.distributed import Collective, launch_env
+from epochal.errors import ConfigError, DataError, LaunchError
+
+
+def indexed(n: int) -> ArrayDataset:
+    return ArrayDataset(data=np.arange(n, dtype=np.float32)[:, None], label=np.arange(n))
+
+
+# -- launch variables ----------------------------------------------------------------------
+
+
+def test_no_launcher_means_one_process():
+    assert launch_env({}) is None
+    assert launch_env({"WORLD_SIZE": "1", "RANK": "0"}) is None
+
+
+def test_torchrun_variables_are_read():
+    env = launch_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
+    assert (env.rank, env.world_size, env.local_rank, env.local_world_size) == (3, 4, 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"RANK": "1"}, "WORLD_SIZE is not set although RANK or WORLD_SIZE is: start"),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 and WORLD_SIZE=2 do not fit"),
+        ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK='x' is not an integer"),
+        ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "2"}, "LOCAL"),
+    ],
+)
+def test_inconsistent_launch_variables_are_a_config_error(environ, message):
+    with pytest.raises(LaunchError, match=message) as info:
+        launch_env(environ)
+    assert isinstance(info.value, ConfigError)  # the CLI exits 2: bad input
+
+
+# -- sharded data --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [12, 13, 15])
+def test_even_shards_take_equal_steps_and_together_cover_the_epoch(n):
+    base = RandomSampler(n)
+    shards = [ShardedSampler(base, num_replicas=3, rank=r, even=True) for r in range(3)]
+    drawn = [s.epoch_indices(seed=4) for s in shards]
+    assert {len(d) for d in drawn} == {-(-n // 3)} == {len(s) for s in shards}
+    assert set(np.concatenate(drawn).tolist()) == set(range(n))  # padding repeats, loses none
+    # step j of all ranks = the j-th block of the global order (what one process would take)
+    order = base.epoch_indices(seed=4)
+    padded = np.concatenate([order, order[: 3 * len(drawn[0]) - n]])
+    assert np.array_equal(np.stack(drawn, axis=1).reshape(-1), padded)
+
+
+def test_uneven_shards_repeat_nothing():
+    shards = [
+        ShardedSampler(SequentialSampler(7), num_replicas=2, rank=r, even=False) for r in (0, 1)
+    ]
+    drawn = [s.epoch_indices() for s in shards]
+    assert [len(d) for d in drawn] == [4, 3]
+    assert sorted(np.concatenate(drawn).tolist()) == list(range(7))
+
+
+def test_a_manager_shards_with_the_same_global_order_and_its_own_augmentation_seeds():
+    manager = DataManager(indexed(40), 5, 0, sampler_cls=RandomSampler, seed=1)
+    whole = np.concatenate([b["label"] for b in manager.get_batchgen(seed=2)])
+    parts = [manager.shard(2, rank) for rank in (0, 1)]
+    batches = [[b["label"] for b in part.get_batchgen(seed=2)] for part in parts]
+    assert [len(b) for b in batches] == [4, 4]  # 20 samples a rank in batches of 5
+    # global step j = ranks' batches j together = one process's batch j of 10 samples
+    for step in range(4):
+        together = np.stack([batches[0][step], batches[1][step]], axis=1).reshape(-1)
+        assert np.array_equal(together, whole[10 * step : 10 * step + 10])
+    assert manager.shard(1, 0) is manager
+    assert parts[0].dataset is manager.dataset  # a view, not a copy of the data
+
+
+def test_sharding_refuses_what_cannot_work():
+    tiny = DataManager(indexed(3), 1, 0)
+    with pytest.raises(DataError, match="3 samples cannot be shared by 4 processes: rank 3"):
+        tiny.shard(4, 3, even=False)
+    pre = DataManager(indexed(8), 2, 0, sampler_kwargs={"num_replicas": 2, "rank": 1})
+    assert pre.shard(2, 1) is pre  # sharded by the user: kept
+    with pytest.raises(DataError, match="leave num_replicas and rank out of sampler_kwargs"):
+        pre.shard(2, 0)
+
+
+def test_a_shard_smaller_than_the_batch_takes_one_batch():
+    manager = DataManager(indexed(10), 8, 0).shard(2, 1)
+    assert (manager.batch_size, manager.n_batches) == (5, 1)
+
+
+# -- a rank other than 0 -------------------------------------------------------------------
+
+
+class SecondOfTwo(Collective):
+    """Rank 1 of 2 in a world where the other rank agrees with everything: the ranks'
+    means are this rank's (the real collectives are tested in tests/distributed/)."""
+
+    rank, world_size = 1, 2
+
+    def __init__(self):
+        self.means = []
+
+    def mean(self, values, weight=1.0):
+        self.means.append((dict(values), weight))
+        return dict(values)
+
+
+class Writer(AbstractCallback):
+    main_process_only = True
+
+    def __init__(self):
+        self.epochs = []
+
+    def at_epoch_end(self, trainer, **kwargs):
+        self.epochs.append(kwargs["epoch"])
+
+
+class Stopper(AbstractCallback):
+    def __init__(self):
+        self.epochs = []
+
+    def at_epoch_end(self, trainer, **kwargs):
+        self.epochs.append(kwargs["epoch"])
+
+
+def test_rank_1_trains_its_share_averages_metrics_and_writes_nothing(
+    tmp_path, make_trainer, managers
+):
+    writer, stopper = Writer(), Stopper()
+    trainer = make_trainer(save_path=tmp_path, callbacks=[writer, stopper])
+    trainer.collective = collective = SecondOfTwo()
+    train, valid = managers()
+    trainer.train(2, train, valid, val_score_key="accuracy")
+    assert list(tmp_path.iterdir()) == []  # rank 0 writes the checkpoints
+    assert writer.epochs == [] and stopper.epochs == [1, 2]
+    half_train, half_valid = -(-train.n_samples // 2), valid.n_samples // 2
+    weights = [weight for _, weight in collective.means]
+    assert weights == [half_train, half_valid] * 2  # train then validation, each epoch
+    assert trainer.best_epoch is not None
+
+
+def test_a_mid_epoch_stop_resumes_with_another_number_of_processes(make_trainer):
+    trainer = make_trainer()
+    skip = trainer._batches_to_skip
+    assert skip({"epoch": 3, "batches_done": 5, "world_size": 2}) == 10  # 1 process: 2 a step
+    assert skip({"epoch": 3, "batches_done": 5}) == 5  # written before world_size was saved
+    trainer.collective = SecondOfTwo()
+    assert skip({"epoch": 3, "batches_done": 6, "world_size": 1}) == 3
+    trainer.collective = type("Rank0", (SecondOfTwo,), {"rank": 0})()  # rank 0 warns
+    with pytest.warns(UserWarning, match="50% of a step's samples are trained a second time"):
+        assert skip({"epoch": 3, "batches_done": 5, "world_size": 1}) == 2
