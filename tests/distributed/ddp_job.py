@@ -2,6 +2,7 @@
 distributed tests compare. ``python ddp_job.py OUT BATCH [key=value ...]``; under torchrun
 each rank takes BATCH samples a step and rank 0 writes OUT (weights and metrics, .npz)."""
 
+import os
 import sys
 
 import numpy as np
@@ -21,6 +22,9 @@ def main(out: str, batch_size: int, **options: str) -> None:
     train = data.get_subset(range(1280))  # 20 global batches of 64: no partial step
     valid = data.get_subset(range(1280, 1597))
     mixed = options.get("amp") == "1"
+    gpu = options.get("gpu") == "1"  # every rank on GPU 0, all-reduced by gloo (one GPU)
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    devices = {"gpu_ids": [0] * ranks, "dist_backend": "gloo"} if gpu else {}
     trainer = PyTorchNetworkTrainer(
         MLP(in_features=64, hidden=(32,), num_classes=10),
         None,
@@ -29,6 +33,7 @@ def main(out: str, batch_size: int, **options: str) -> None:
         optimizer_params={"lr": 0.05, "momentum": 0.9},
         metrics={"accuracy": accuracy},
         mixed_precision=mixed,
+        **devices,
     )
     history = []
     trainer.register_callback(_Record(history))
@@ -39,7 +44,7 @@ def main(out: str, batch_size: int, **options: str) -> None:
         val_score_key="accuracy",
     )
     if trainer.is_main_process:
-        weights = {k: v.float().numpy() for k, v in trainer.module.state_dict().items()}
+        weights = {k: v.float().cpu().numpy() for k, v in trainer.module.state_dict().items()}
         np.savez(out, history=np.array(history), world=trainer.collective.world_size, **weights)
 
 
