@@ -115,6 +115,7 @@ def supervised_step(
     losses: dict[str, Any],
     metrics: dict[str, Any],
     skip_nonfinite: bool = False,
+    loss_weight: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Any], Any, Any]:
     """:func:`default_closure`'s step, plus ``finite``: whether the summed loss (with the
     model's regularisation losses) is finite, a boolean tensor.
@@ -122,6 +123,10 @@ def supervised_step(
     With ``skip_nonfinite`` the update is made only when it is (``tf.cond`` in the graph: no
     host read): otherwise the optimizer is not called at all, so its state (iterations,
     moments, a loss scale) stays as it was.
+
+    ``loss_weight`` (a replica under a tf.distribute strategy: its share of the global batch)
+    multiplies the loss the gradients are taken of, so that the replicas' summed gradients are
+    those of the global batch's mean; a per-sample loss vector is summed, as on one device.
     """
     label = data_dict["label"]
     with tf.GradientTape() as tape:
@@ -131,7 +136,11 @@ def supervised_step(
         total = sum_losses(loss_vals)
         if model.losses:
             total = total + tf.add_n([tf.cast(x, total.dtype) for x in model.losses])
-        scaled = optimizer.scale_loss(total)
+        if loss_weight is not None:
+            weighted = total * tf.cast(loss_weight, total.dtype) if total.shape.rank == 0 else total
+            scaled = optimizer.scale_loss(tf.reduce_sum(weighted))
+        else:
+            scaled = optimizer.scale_loss(total)
     variables = model.trainable_variables
     gradients = tape.gradient(scaled, variables)
     finite = tf.math.is_finite(tf.reduce_sum(total))

@@ -146,6 +146,9 @@ class CompiledSteps:
                 f"batches hold {sorted(keys)}; rename them or write a closure"
             )
         first_trace = self.trace_count == 0
+        if trainer.strategy is not None:
+            replicated = self._make_replicated(keys, specs, with_outputs, first_trace)
+            return self._compile(replicated, specs)
 
         skip = self.skip_nonfinite
 
@@ -164,14 +167,7 @@ class CompiledSteps:
             except (TypeError, ValueError) as exc:
                 if not first_trace:
                     raise
-                raise type(exc)(
-                    f"the first training step failed: {exc}\nCheck that the batches "
-                    f"({', '.join(f'{s.name} {s.shape} {s.dtype.name}' for s in specs)}) fit "
-                    f"the network, the losses {sorted(losses)} and the metrics {sorted(metrics)} "
-                    "(Keras losses take "
-                    "(label, predictions); e.g. SparseCategoricalCrossentropy wants class "
-                    "indices, CategoricalCrossentropy one-hot labels)."
-                ) from exc
+                raise self._first_step_error(exc, specs) from exc
             size = tf.cast(tf.shape(arrays[0])[0], tf.float64)
             means = {
                 name: tf.reduce_mean(tf.cast(value, tf.float64))
@@ -191,6 +187,62 @@ class CompiledSteps:
             return (loss_vals, metric_vals) if with_outputs else None
 
         return self._compile(step, specs)
+
+    def _first_step_error(self, exc: Exception, specs: tuple) -> Exception:
+        losses, metrics = self.trainer.losses, self.trainer.metrics
+        return type(exc)(
+            f"the first training step failed: {exc}\nCheck that the batches "
+            f"({', '.join(f'{s.name} {s.shape} {s.dtype.name}' for s in specs)}) fit "
+            f"the network, the losses {sorted(losses)} and the metrics {sorted(metrics)} "
+            "(Keras losses take "
+            "(label, predictions); e.g. SparseCategoricalCrossentropy wants class "
+            "indices, CategoricalCrossentropy one-hot labels)."
+        )
+
+    def _make_replicated(
+        self, keys: Keys, specs: tuple, with_outputs: bool, first_trace: bool
+    ) -> Callable[..., Any]:
+        """The default step under the trainer's tf.distribute strategy: the batch split over
+        the replicas inside the graph (:func:`epochal_tf.distributed.replicated_step`), this
+        worker's sums added to the same variables as on one device."""
+        from epochal_tf.distributed import replica_losses, replicated_step
+
+        trainer, strategy = self.trainer, self.trainer.strategy
+        model, optimizer = trainer.module, trainer.optimizers["default"]
+        losses = replica_losses(trainer.losses, strategy.num_replicas_in_sync)
+        metrics = trainer.metrics
+
+        def replica_step(*pieces: Any, loss_weight: Any) -> tuple[dict[str, Any], None]:
+            data_dict = dict(zip(keys, pieces, strict=True))
+            metric_vals, loss_vals, _, _ = supervised_step(
+                model, data_dict, optimizer, losses, metrics, loss_weight=loss_weight
+            )
+            values = {**loss_vals, **metric_vals}
+            means = {name: tf.reduce_mean(tf.cast(v, tf.float64)) for name, v in values.items()}
+            return means, None
+
+        replicated = replicated_step(
+            strategy, replica_step, across_workers=trainer.strategy_name == "multi_worker"
+        )
+
+        def step(*arrays: Any) -> Any:
+            self._counted()
+            try:
+                sums, size = replicated(*arrays)
+            except (TypeError, ValueError) as exc:
+                if not first_trace:
+                    raise
+                raise self._first_step_error(exc, specs) from exc
+            for name, value in sums.items():
+                self._sum_variable(name).assign_add(value)
+            self._seen.assign_add(size)
+            means = {name: tf.math.divide_no_nan(value, size) for name, value in sums.items()}
+            self._record_first_bad([means[name] for name in losses], tuple(losses))
+            if not with_outputs:
+                return None
+            return {name: means[name] for name in losses}, {name: means[name] for name in metrics}
+
+        return step
 
     def _first_bad_variable(self, loss_names: tuple[str, ...]) -> tf.Variable:
         """``[batch index or -1, each loss's value at that batch]``, for on_nonfinite="raise"."""

@@ -9,16 +9,28 @@ are added up in TensorFlow variables inside the step and read once per epoch.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
 from epochal.data.batching import batch_length, rebatch
+from epochal.distributed import Collective
 from epochal.errors import NonFiniteLossError
 from epochal.trainer import AbstractNetworkTrainer
 from epochal_tf._tf import keras, tf
+from epochal_tf.distributed import (
+    check_strategy,
+    distribute_variables,
+    host_device,
+    is_peer_failure,
+    join_workers,
+    lost_peer,
+    make_strategy,
+)
 from epochal_tf.io import check_fits, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from epochal_tf.networks import AbstractTfNetwork, default_closure, to_float32
 from epochal_tf.optim import (
@@ -97,6 +109,10 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
             bad batch; no checkpoint of that epoch) or ``"skip_batch"`` (no update for that
             batch; counted as the train metric ``nonfinite_batches``). See
             :mod:`epochal_tf.steps`.
+        strategy: ``None`` (one device), ``"mirrored"`` (the devices of ``gpu_ids``, or the
+            logical CPUs, in this process) or ``"multi_worker"`` (one process per worker, as
+            ``TF_CONFIG`` describes): ``tf.distribute``, see :mod:`epochal_tf.distributed`.
+            ``batch_size`` is per process.
         **kwargs: ``run_eagerly=True`` (debugging: no ``tf.function``), ``jit_compile=True``
             (XLA); the rest is passed to the network's ``closure``.
     """
@@ -129,6 +145,22 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
         },
     }
 
+    @classmethod
+    def distributed_collective(cls, **trainer_kwargs: Any) -> Collective:
+        """``strategy="multi_worker"``: this worker joined to the others of ``TF_CONFIG``
+        (:mod:`epochal_tf.distributed`); this process alone otherwise. Checks the strategy
+        arguments first, so that a bad one stops the run before its folder exists."""
+        gpu_ids = list(trainer_kwargs.get("gpu_ids") or [])
+        with warnings.catch_warnings():  # the trainer itself warns about its arguments
+            warnings.simplefilter("ignore")
+            mixed_precision = MixedPrecision.from_kwargs(
+                trainer_kwargs.get("mixed_precision", False),
+                trainer_kwargs.get("mixed_precision_kwargs"),
+                bool(gpu_ids),
+            )
+        strategy = check_strategy(trainer_kwargs.get("strategy"), mixed_precision, trainer_kwargs)
+        return join_workers(strategy, gpu_ids)
+
     @staticmethod
     def set_seed(seed: int) -> None:
         """Seed Keras (its seed generators, TensorFlow, numpy, random): weights and dropout."""
@@ -153,9 +185,13 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
         mixed_precision: bool = False,
         mixed_precision_kwargs: dict[str, Any] | None = None,
         on_nonfinite: str = "raise",
+        strategy: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.on_nonfinite = NonFiniteLossError.check_policy(on_nonfinite)
+        self.strategy_name = check_strategy(strategy)
+        #: The ``tf.distribute`` strategy the step runs under (``None``: one device).
+        self.strategy: Any = None
         super().__init__(
             fold,
             callbacks,
@@ -198,15 +234,22 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
         mixed_precision: bool,
         mixed_precision_kwargs: dict[str, Any] | None,
     ) -> None:
-        self.device = _device_for(gpu_ids)
+        self.mixed_precision = MixedPrecision.from_kwargs(
+            mixed_precision, mixed_precision_kwargs, bool(gpu_ids)
+        )
+        if self.strategy_name is None:
+            self.device = _device_for(gpu_ids)
+        else:  # the network's variables become the strategy's (mirrored) variables
+            check_strategy(self.strategy_name, self.mixed_precision, vars(self))
+            self.strategy, self.collective = make_strategy(self.strategy_name, gpu_ids)
+            self.device = host_device(self.strategy)
+            distribute_variables(network, self.strategy)
         self.input_device = self.output_device = self.device
         self.use_gpu = self.device.startswith("/GPU")
         self.module = network
-        self.mixed_precision = MixedPrecision.from_kwargs(
-            mixed_precision, mixed_precision_kwargs, self.use_gpu
-        )
         self.mixed_precision.apply_to(network)
-        with tf.device(self.device):
+        scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+        with tf.device(self.device), scope:  # optimizer variables: the strategy's too
             optimizers = optim_fn(
                 network, resolve_optimizer_cls(self.optimizer_cls), **self.optimizer_params
             )
@@ -222,6 +265,12 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
             type(network).closure is not AbstractTfNetwork.closure
         )
         self.closure = type(network).closure if custom else default_closure
+        if custom and self.strategy is not None:
+            raise ValueError(
+                f"strategy={self.strategy_name!r} runs the default training step only, but "
+                f"{type(network).__name__} has its own closure (it would have to weight its "
+                "loss by each replica's share of the global batch); train it without a strategy"
+            )
         if custom and self.on_nonfinite == "skip_batch":
             raise ValueError(
                 f"on_nonfinite='skip_batch' needs the default training step, but "
@@ -250,6 +299,16 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
     # -- training ------------------------------------------------------------------------
 
     def _train_single_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
+        if not self.collective.distributed:
+            return self._train_epoch(batchgen, epoch)
+        try:
+            return self._train_epoch(batchgen, epoch)
+        except tf.errors.OpError as exc:  # a collective lost a worker: say so plainly
+            if not is_peer_failure(exc):
+                raise
+            raise lost_peer(self.collective.rank, f"epoch {epoch}", exc) from exc
+
+    def _train_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
         hook, prepare, steps = self._batch_end_hook, self.prepare_batch, self.steps
         device = self.input_device
         steps.reset_sums()
