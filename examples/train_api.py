@@ -1,6 +1,7 @@
 """The Python API, without a config file: a PyTorch experiment on digits, then a test.
 
 python examples/train_api.py --epochs 10
+torchrun --standalone --nproc-per-node 2 examples/train_api.py    # the same with DDP
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def main() -> None:
         DataManager(train, 32, 0, sampler_cls="random", seed=0), DataManager(val, 256, 0)
     )
     run = experiment.last_run
+    if not run.trainer.is_main_process:  # under torchrun: rank 0 reports
+        return
     print(f"best val_accuracy {run.best_val_score:.4f} at epoch {run.best_epoch}")
     print(f"run folder: {run.run_dir}")
     _, _, scores = experiment.test(network, test, {"accuracy": "accuracy"})

@@ -21,6 +21,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
         "tf_overhead.py",
         "end_to_end.py",
         "soak.py",
+        "ddp_scaling.py",
     ],
 )
 def test_benchmark_runs(script):

@@ -11,7 +11,7 @@ from epochal import AbstractCallback
 from epochal.data import DataManager, RandomSampler, SequentialSampler
 from epochal.data.datasets import ArrayDataset
 from epochal.data.samplers import ShardedSampler
-from epochal.distributed import Collective, launch_env
+from epochal.distributed import Collective, is_main_process, launch_env, process_role
 from epochal.errors import ConfigError, DataError, LaunchError
 
 
@@ -162,3 +162,35 @@ def test_a_mid_epoch_stop_resumes_with_another_number_of_processes(make_trainer)
     trainer.collective = type("Rank0", (SecondOfTwo,), {"rank": 0})()  # rank 0 warns
     with pytest.warns(UserWarning, match="50% of a step's samples are trained a second time"):
         assert skip({"epoch": 3, "batches_done": 5, "world_size": 1}) == 2
+
+
+# -- who talks to the user ---------------------------------------------------------------
+
+CHIEF = '{"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, '
+
+
+@pytest.mark.parametrize(
+    ("environ", "role"),
+    [
+        ({}, None),
+        ({"RANK": "0", "WORLD_SIZE": "1"}, None),
+        ({"RANK": "1", "WORLD_SIZE": "2"}, ("rank", 1)),
+        (
+            {"TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"index": 1}}'},
+            ("worker", 1),
+        ),
+        ({"TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, "task": {"index": 0}}'}, None),
+        (
+            {"TF_CONFIG": CHIEF + '"task": {"type": "worker", "index": 0}}'},
+            ("worker", 1),
+        ),
+        (
+            {"TF_CONFIG": CHIEF + '"task": {"type": "chief"}}'},
+            ("worker", 0),
+        ),
+        ({"TF_CONFIG": "not json"}, None),  # the backend reports it; the CLI just talks
+    ],
+)
+def test_the_process_role_comes_from_the_launchers_variables(environ, role):
+    assert process_role(environ) == role
+    assert is_main_process(environ) == (role is None or role[1] == 0)

@@ -26,6 +26,7 @@ torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 JOB = Path(__file__).with_name("ddp_job.py")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 QUIET = ["--seed", "3", "--set", "callbacks.tensorboard=false"]
 QUIET += ["--set", "callbacks.learning_curves=false"]
 ENV = {"OMP_NUM_THREADS": "1"}
@@ -114,13 +115,16 @@ def test_mixed_precision_under_ddp(tmp_path):
 
 
 def test_cli_trains_in_two_processes_and_resumes_with_any_number(tmp_path):
-    result = epochal(
-        "train", *QUIET, "--nproc", "2", "--epochs", "3", "--run-dir", "run", cwd=tmp_path
-    )
+    """The digits example in 2 processes from the CLI; resumed by 1, then by 2 processes."""
+    example = str(EXAMPLES / "digits_torch.toml")
+    args = ("train", example, *QUIET, "--nproc", "2", "--epochs", "3", "--run-dir", "run")
+    result = epochal(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert_clean(result.stderr)
     out = result.stdout
-    assert out.count("with the torch backend in 2 processes") == 1  # rank 0 talks, once
+    assert (
+        out.count("digits_torch.toml with the torch backend in 2 processes") == 1
+    )  # rank 0 talks, once
     assert out.count("best val_accuracy") == 1 and "--nproc 2" in out
     assert [row["epoch"] for row in rows(tmp_path / "run")] == ["1", "2", "3"]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -268,3 +272,15 @@ def test_a_bad_launch_exits_2_and_says_how_to_launch(tmp_path, args, env, messag
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert_clean(result.stderr)
+
+
+def test_the_experiment_api_script_runs_under_torchrun(tmp_path):
+    """examples/train_api.py (Experiment.run, then test) unchanged under torchrun: one run
+    folder, named by rank 0, and one report."""
+    script = str(EXAMPLES / "train_api.py")
+    result = torchrun(script, "--epochs", "2", "--save-path", "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("test accuracy") == 1
+    (run,) = (tmp_path / "runs" / "api-example").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["status"], summary["processes"], summary["epochs_run"]) == ("done", 2, 2)

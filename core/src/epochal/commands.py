@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from epochal.distributed import is_main_process
+from epochal.distributed import is_main_process, process_role
 from epochal.errors import ConfigError, DataError, EpochalError
 from epochal.interrupt import TrainingInterrupted
 
@@ -43,11 +43,9 @@ def _phase(debug: bool, exit_code: int) -> Iterator[None]:
             click.echo(f"epochal: {stop}.", err=True)
         if stop.checkpoint and is_main_process():
             run_dir = _quote(os.path.dirname(stop.checkpoint))
-            world = os.environ.get("WORLD_SIZE", "1")
-            nproc = f" --nproc {world}" if world != "1" else ""
             click.echo(
                 f"epochal: checkpoint_last holds the run; continue it with: "
-                f"epochal resume {run_dir}{nproc}",
+                f"epochal resume {run_dir}{_processes_hint()}",
                 err=True,
             )
         sys.exit(stop.exit_code)
@@ -69,11 +67,9 @@ def _phase(debug: bool, exit_code: int) -> Iterator[None]:
 
 
 def _me() -> str:
-    """``epochal``, with the rank when torchrun started several processes."""
-    rank = os.environ.get("RANK")
-    return (
-        f"epochal[rank {rank}]" if rank and os.environ.get("WORLD_SIZE", "1") != "1" else "epochal"
-    )
+    """``epochal``, with the rank (torchrun) or worker (TF_CONFIG) in a distributed run."""
+    role = process_role()
+    return f"epochal[{role[0]} {role[1]}]" if role else "epochal"
 
 
 def _echo(message: str) -> None:
@@ -96,6 +92,16 @@ def _launched(experiment: Any, nproc: int | None) -> None:
         elif not arg.startswith("--nproc="):
             argv.append(arg)
     sys.exit(experiment.trainer_cls.launch_processes(nproc, argv))
+
+
+def _processes_hint(processes: Any = None) -> str:
+    """What to add to ``epochal resume`` to continue in as many processes: ``--nproc N``
+    under torchrun; TF workers are started by the user, each resumes with its TF_CONFIG."""
+    role = process_role()
+    if role and role[0] == "worker":
+        return "  (on every worker, each with its TF_CONFIG)"
+    world = processes or (os.environ.get("WORLD_SIZE") if role else None)
+    return f" --nproc {world}" if world and str(world) != "1" else ""
 
 
 def _quote(path: str) -> str:
@@ -121,8 +127,7 @@ def _report(experiment: Any, next_steps: bool = True) -> None:
     click.echo(f"run folder: {run_dir}")
     if next_steps:
         more = summary["num_epochs"] * 2
-        processes = summary.get("processes")
-        nproc = f" --nproc {processes}" if processes else ""
+        nproc = _processes_hint(summary.get("processes"))
         dataset = (experiment.config or {}).get("data", {}).get("dataset", "DATA")
         click.echo("next:")
         click.echo(f"  epochal predict {run_dir} --data {dataset} --out predictions.csv")
@@ -213,7 +218,7 @@ def train_command(
         _launched(experiment, nproc)
         train, val = experiment._data(None, None)
     source = config or "the default job (MLP on digits)"
-    processes = os.environ.get("WORLD_SIZE", "1")
+    processes = os.environ.get("WORLD_SIZE", "1") if process_role() else "1"
     where = f" in {processes} processes" if processes != "1" else ""
     _echo(f"epochal: training {source} with the {experiment.backend} backend{where}")
     with _phase(debug, EXIT_FAILED):

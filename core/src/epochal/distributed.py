@@ -10,6 +10,7 @@ identity, so the single-process loop pays nothing.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -119,10 +120,34 @@ def launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv | None:
     return LaunchEnv(rank, world_size, local_rank, local_world_size)
 
 
-def is_main_process(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether this process is rank 0 of its launch (or alone): it talks to the user."""
+def process_role(environ: Mapping[str, str] | None = None) -> tuple[str, int] | None:
+    """Where a launcher put this process, from its variables alone: ``("rank", n)`` under
+    torchrun, ``("worker", n)`` under ``TF_CONFIG`` (its chief counts as worker 0), ``None``
+    for a process on its own. For what the CLI prints before a trainer exists."""
     environ = os.environ if environ is None else environ
-    return environ.get("RANK", "0") in ("", "0")
+    if environ.get("WORLD_SIZE", "1") not in ("", "1") and environ.get("RANK"):
+        return ("rank", int(environ["RANK"])) if environ["RANK"].isdigit() else None
+    raw = environ.get("TF_CONFIG")
+    if not raw:
+        return None
+    try:
+        config = json.loads(raw)
+        cluster, task = config.get("cluster") or {}, config.get("task") or {}
+        tasks = sum(len(cluster.get(kind) or ()) for kind in ("chief", "worker"))
+        if tasks < 2:
+            return None
+        index = int(task.get("index", 0))
+        if task.get("type") == "chief":
+            return ("worker", 0)
+        return ("worker", index + (1 if cluster.get("chief") else 0))
+    except (ValueError, TypeError, AttributeError):  # malformed: the backend says so
+        return None
+
+
+def is_main_process(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is the first of its launch (or alone): it talks to the user."""
+    role = process_role(environ)
+    return role is None or role[1] == 0
 
 
 def weighted_sums(values: Mapping[str, float], weight: float) -> tuple[list[str], list[Any]]:

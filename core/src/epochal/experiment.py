@@ -321,7 +321,9 @@ class Experiment:
         found = found or self._find_checkpoint(run_dir, "checkpoint_last")
         if found is None:
             raise ConfigError(f"{run_dir} holds no checkpoint (checkpoint_{checkpoint} or _last)")
-        trainer = self.setup(callbacks=self._callbacks())
+        # in one process, whatever the run was trained in
+        alone = getattr(self.trainer_cls, "single_process_kwargs", {})
+        trainer = self.setup(callbacks=self._callbacks(), **alone)
         trainer.update_state(found)  # the callbacks only claim their state; they never run
         return trainer
 
@@ -424,6 +426,7 @@ class Experiment:
         named = build_named(self.trainer_cls, "metrics", "metrics", metrics or {})
         if named:  # else the training group's metrics, if it has any
             trainer_kwargs["metrics"] = named
+        trainer_kwargs.update(getattr(self.trainer_cls, "single_process_kwargs", {}))
         trainer_kwargs.update(kwargs)
         trainer = self.trainer_cls(network, None, **trainer_kwargs)
         batch_size = int(self.params.training_kwargs.get("val_batch_size", 256))

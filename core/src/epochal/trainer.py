@@ -13,7 +13,8 @@ import os
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 from epochal.callbacks import (
     AbstractCallback,
@@ -189,6 +190,10 @@ class AbstractNetworkTrainer:
     def is_main_process(self) -> bool:
         """Rank 0, or the only process: the one that writes files and talks to the user."""
         return self.collective.is_main
+
+    #: Trainer arguments that make a trainer of a distributed run's config work alone, in
+    #: one process (``predict``, ``Experiment.test``): e.g. ``{"strategy": None}``.
+    single_process_kwargs: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
     @classmethod
     def distributed_collective(cls, **trainer_kwargs: Any) -> Collective:

@@ -176,8 +176,14 @@ def test_two_workers_match_one_device_and_share_the_collectives(tmp_path):
 def test_two_workers_train_the_digits_example_from_the_cli(tmp_path):
     command = epochal_command("train", EXAMPLE, "--epochs", "3", "--set", MULTI_WORKER, *QUIET)
     workers = _workers(command, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    errors = _finish(workers)
-    assert [worker.returncode for worker in workers] == [0, 0], errors
+    try:
+        outputs = [worker.communicate(timeout=180) for worker in workers]
+    finally:
+        _finish(workers, timeout=10)
+    assert [worker.returncode for worker in workers] == [0, 0], [err for _, err in outputs]
+    (out0, _), (out1, _) = outputs
+    assert out0.count("best val_accuracy") == 1 and "best val_accuracy" not in out1  # worker 0
+    assert "(on every worker, each with its TF_CONFIG)" in out0 and "--nproc" not in out0
     runs = list((tmp_path / "runs" / "digits-tf").iterdir())
     assert len(runs) == 1  # worker 0 named it, worker 1 trained into the same
     run = runs[0]
@@ -191,6 +197,9 @@ def test_two_workers_train_the_digits_example_from_the_cli(tmp_path):
     assert [row["epoch"] for row in rows] == ["1", "2", "3"]
     assert float(rows[-1]["val_accuracy"]) > 0.8
     assert 'strategy = "multi_worker"' in (run / "config.toml").read_text()
+    # predicting needs no workers: the trainer is built for one process
+    predicted = run_epochal("predict", str(run), "--data", "digits", "--out", "p.csv", cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr
 
 
 @pytest.mark.slow
@@ -214,5 +223,5 @@ def test_a_killed_worker_ends_the_other_with_a_clear_error(tmp_path):
     stderr = stderr.decode()
     assert workers[0].returncode == 1, stderr
     assert took < 60
-    assert "epochal: training failed: worker 0 lost contact with another process" in stderr
+    assert "epochal[worker 0]: training failed: worker 0 lost contact with another" in stderr
     assert "Traceback" not in stderr

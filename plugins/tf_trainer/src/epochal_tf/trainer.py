@@ -13,6 +13,7 @@ import contextlib
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -144,6 +145,8 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
             )
         },
     }
+
+    single_process_kwargs: ClassVar[Mapping[str, Any]] = MappingProxyType({"strategy": None})
 
     @classmethod
     def distributed_collective(cls, **trainer_kwargs: Any) -> Collective:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -120,6 +121,8 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             )
         },
     }
+
+    single_process_kwargs: ClassVar[Mapping[str, Any]] = MappingProxyType({"distributed": False})
 
     @classmethod
     def distributed_collective(cls, **trainer_kwargs: Any) -> Collective:
