@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from epochal.testing import epochal_command, run_epochal, user_env
+from epochal.testing import epochal_command, kill_peer_when, run_epochal, user_env
 
 torch = pytest.importorskip("torch")
 
@@ -42,6 +42,19 @@ def torchrun(*args: str, cwd: Path, nproc: int = 2) -> subprocess.CompletedProce
         text=True,
         timeout=240,
     )
+
+
+def alone(*args: str, cwd: Path) -> None:
+    """``python ARGS`` in one process (no launcher), which must succeed."""
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=user_env(ENV),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def epochal(*args: str, cwd: Path, env: dict[str, str] | None = None):
@@ -75,15 +88,7 @@ def assert_clean(stderr: str) -> None:
 def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path):
     """2 ranks x 32 samples a step == 1 process x 64: the same weights (to float rounding)
     and the same epoch metrics, train and validation, averaged over the ranks."""
-    single = subprocess.run(
-        [sys.executable, str(JOB), "one.npz", "64"],
-        cwd=tmp_path,
-        env=user_env(ENV),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert single.returncode == 0, single.stderr
+    alone(str(JOB), "one.npz", "64", cwd=tmp_path)
     double = torchrun(str(JOB), "two.npz", "32", cwd=tmp_path)
     assert double.returncode == 0, double.stderr
     one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
@@ -98,15 +103,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path):
 
 def test_mixed_precision_under_ddp(tmp_path):
     """bfloat16 autocast on the CPU in 2 processes trains like it does in one."""
-    single = subprocess.run(
-        [sys.executable, str(JOB), "one.npz", "64", "amp=1"],
-        cwd=tmp_path,
-        env=user_env(ENV),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert single.returncode == 0, single.stderr
+    alone(str(JOB), "one.npz", "64", "amp=1", cwd=tmp_path)
     double = torchrun(str(JOB), "two.npz", "32", "amp=1", cwd=tmp_path)
     assert double.returncode == 0, double.stderr
     one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
@@ -224,15 +221,7 @@ def test_a_killed_rank_ends_the_other_with_a_clear_error(tmp_path):
         for rank in (0, 1)
     ]
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and ranks[0].poll() is None:
-            if (tmp_path / "run" / "checkpoint_last.pt").exists():
-                break
-            time.sleep(0.05)
-        ranks[1].send_signal(signal.SIGKILL)
-        killed = time.monotonic()
-        _, stderr = ranks[0].communicate(timeout=60)
-        took = time.monotonic() - killed
+        stderr, took = kill_peer_when(tmp_path / "run" / "checkpoint_last.pt", *ranks)
     finally:
         for process in ranks:
             if process.poll() is None:
@@ -284,3 +273,18 @@ def test_the_experiment_api_script_runs_under_torchrun(tmp_path):
     (run,) = (tmp_path / "runs" / "api-example").iterdir()
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["status"], summary["processes"], summary["epochs_run"]) == ("done", 2, 2)
+
+
+def test_kfold_in_two_processes_writes_one_root_and_one_table(tmp_path):
+    """No --run-dir: rank 0 names the root folder (a time stamp) and the other rank uses it."""
+    args = ("kfold", *QUIET, "--folds", "2", "--epochs", "1", "--nproc", "2")
+    result = epochal(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("mean") == 1  # rank 0 prints the table
+    (root,) = (tmp_path / "runs").glob("*-kfold/*")
+    folds = json.loads((root / "kfold.json").read_text())["folds"]
+    assert [fold["fold"] for fold in folds] == [0, 1]
+    assert sorted(p.name for p in root.iterdir()) == ["fold_0", "fold_1", "kfold.json"]
+    for fold in ("fold_0", "fold_1"):
+        summary = json.loads((root / fold / "summary.json").read_text())
+        assert summary["processes"] == 2

@@ -90,7 +90,11 @@ def test_a_signal_stops_at_a_batch_boundary_and_resume_is_exact(
     assert "continue it with: epochal resume run" in stopped.stderr
     assert "Traceback" not in stopped.stderr
     state = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)
-    assert state["epoch"] == 1 and state["interrupted"] == {"epoch": 2, "batches_done": 11, "world_size": 1}
+    assert state["epoch"] == 1 and state["interrupted"] == {
+        "epoch": 2,
+        "batches_done": 11,
+        "world_size": 1,
+    }
     assert epochs_in(tmp_path / "run") == [1]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == f"stopped by {name}"

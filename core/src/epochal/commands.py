@@ -327,10 +327,12 @@ def kfold_command(
     stratified: bool,
     run_dir: str | None,
     debug: bool,
+    nproc: int | None = None,
 ) -> None:
     """Cross-validate CONFIG: train and test on each of --folds folds, then mean and std."""
     with _phase(debug, EXIT_USAGE):
         experiment = _load(config, backend, epochs, seed, overrides)
+        _launched(experiment, nproc)
         from epochal.build import build_dataset
 
         dataset = build_dataset(experiment.config)
@@ -342,6 +344,8 @@ def kfold_command(
             val_split=experiment.config["data"]["val_split"] or None,
             run_dir=run_dir,
         )
+    if not is_main_process():
+        return
     keys = sorted(result.mean)
     rows = [["fold", "best epoch", *keys]]
     for fold in result.folds:
@@ -407,6 +411,7 @@ def register_commands(cli: click.Group) -> None:
     @_config_options
     @click.option("--stratified", is_flag=True, help="Keep each class's share in every fold.")
     @click.option("--run-dir", type=click.Path(file_okay=False), help="Folder for the folds.")
+    @_nproc_option
     @_debug_option
     @functools.wraps(kfold_command)
     def kfold(**kwargs: Any) -> None:

@@ -34,9 +34,9 @@ from epochal.runs import (
     backend_trainer,
     checkpoint_file,
     new_run_dir,
+    own_run_dir,
     read_summary,
     reconcile_best,
-    run_lock,
     versions,
     write_summary,
 )
@@ -218,15 +218,14 @@ class Experiment:
         with self._processes(params, kwargs) as collective:
             # Everything is built before the folder exists: a config error leaves no empty
             # run. In several processes, rank 0 names the folder and the others use it.
-            if run_dir:
-                run_dir = os.fspath(run_dir)
-            elif collective.is_main:
+            run_dir = os.fspath(run_dir) if run_dir else None
+            if run_dir is None and collective.is_main:
                 run_dir = new_run_dir(self.save_path, self.name)
             run_dir = collective.broadcast(run_dir)
             trainer = self.setup(params, save_path=run_dir, **kwargs)
             for callback in callbacks:
                 trainer.register_callback(callback)
-            with self._owning(run_dir, collective):
+            with own_run_dir(run_dir, collective):
                 if collective.is_main:
                     self._write_config(run_dir, params)
                 return self._train(trainer, run_dir, train, val, num_epochs, handle_signals)
@@ -246,24 +245,6 @@ class Experiment:
             yield collective
         finally:
             collective.close()
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _owning(run_dir: str, collective: Any) -> Any:
-        """Rank 0 holds the run folder's lock (one run a folder); the other ranks wait until
-        it has it, so that a refused run stops every rank before any trains."""
-        with contextlib.ExitStack() as stack:
-            refused: Exception | None = None
-            if collective.is_main:
-                try:
-                    stack.enter_context(run_lock(run_dir))
-                except Exception as exc:  # noqa: BLE001 - re-raised below, after the others know
-                    refused = exc
-            if collective.any(refused is not None):
-                if refused is not None:
-                    raise refused
-                raise ConfigError(f"rank 0 could not take the run folder {run_dir}: see its error")
-            yield
 
     def resume(
         self,
@@ -288,7 +269,7 @@ class Experiment:
             trainer = self.setup(save_path=run_dir)
             for callback in self._callbacks(getattr(train, "n_batches", None)):
                 trainer.register_callback(callback)  # before the state load: they have state
-            with self._owning(run_dir, collective):
+            with own_run_dir(run_dir, collective):
                 if collective.is_main:
                     remove_stale_temp_files(run_dir)  # left by a process killed mid-write
                 collective.barrier()
@@ -457,20 +438,24 @@ class Experiment:
             raise ConfigError(f"num_splits must be an integer >= 2, got {num_splits!r}")
         dataset = self._kfold_dataset(data)
         seed = random_seed if random_seed is not None else self.seed
-        root = os.fspath(run_dir) if run_dir else new_run_dir(self.save_path, self.name + "-kfold")
-        return cross_validate(
-            self,
-            dataset,
-            metrics,
-            num_epochs,
-            num_splits,
-            shuffle,
-            seed,
-            split_type,
-            val_split,
-            label_key,
-            root,
-        )
+        with self._processes(None, {}) as collective:  # one root folder, named by rank 0
+            root = os.fspath(run_dir) if run_dir else None
+            if root is None and collective.is_main:
+                root = new_run_dir(self.save_path, self.name + "-kfold")
+            root = collective.broadcast(root)
+            return cross_validate(
+                self,
+                dataset,
+                metrics,
+                num_epochs,
+                num_splits,
+                shuffle,
+                seed,
+                split_type,
+                val_split,
+                label_key,
+                root,
+            )
 
     def _kfold_dataset(self, data: Any) -> Any:
         if data is None:

@@ -76,6 +76,8 @@ def cross_validate(
         mean = sum(values) / len(values)
         result.mean[key] = mean
         result.std[key] = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    if experiment.last_run is not None and not experiment.last_run.trainer.is_main_process:
+        return result  # in several processes, rank 0 writes
     with atomic_write(os.path.join(root, "kfold.json")) as handle:
         handle.write(json.dumps(result.as_dict(), indent=2, default=_jsonable).encode())
     return result

@@ -27,6 +27,7 @@ __all__ = [
     "backend_trainer",
     "checkpoint_file",
     "new_run_dir",
+    "own_run_dir",
     "read_summary",
     "reconcile_best",
     "run_lock",
@@ -233,3 +234,22 @@ def reconcile_best(trainer: Any, run_dir: str) -> None:
         return
     with open(source, "rb") as handle, atomic_write(best_file) as target:
         shutil.copyfileobj(handle, target)
+
+
+@contextlib.contextmanager
+def own_run_dir(run_dir: str, collective: Any) -> Iterator[None]:
+    """While inside, this run owns ``run_dir``: rank 0 (or the only process) holds its lock
+    (one run a folder); the other ranks wait until it has it, so that a refused run stops
+    every rank before any trains."""
+    with contextlib.ExitStack() as stack:
+        refused: Exception | None = None
+        if collective.is_main:
+            try:
+                stack.enter_context(run_lock(run_dir))
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the others know
+                refused = exc
+        if collective.any(refused is not None):
+            if refused is not None:
+                raise refused
+            raise ConfigError(f"rank 0 could not take the run folder {run_dir}: see its error")
+        yield

@@ -16,8 +16,10 @@ Functions, for tests that run ``epochal`` as a user does (a command of your plug
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -68,6 +70,26 @@ def run_epochal(
         env=user_env(env),
         **kwargs,
     )
+
+
+def kill_peer_when(
+    ready: str | os.PathLike[str],
+    survivor: subprocess.Popen[Any],
+    victim: subprocess.Popen[Any],
+    timeout: float = 120,
+) -> tuple[Any, float]:
+    """Distributed fault tests: once the file ``ready`` exists (or ``survivor`` ended, or
+    ``timeout`` passed), ``kill -9`` the ``victim`` process; returns the survivor's stderr
+    and the seconds it took to exit after the kill (it must, within 60 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and survivor.poll() is None:
+        if os.path.exists(ready):
+            break
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    _, stderr = survivor.communicate(timeout=60)
+    return stderr, time.monotonic() - killed
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 
 A backend (torch, tf, the numpy example) fills in ``_setup`` (then calls
 ``super()._setup()``), ``_train_single_epoch``, ``predict``, ``save_state`` and
-``load_state``; the loop below, the hooks, best-model tracking, checkpoint
-scheduling and resume bookkeeping are written once, here.
+``load_state``; the loop below, best-model tracking, checkpoint scheduling, resume
+bookkeeping and the share of a distributed run's work are written once, here. Plugins and
+callbacks are registered through :class:`~epochal.trainer_hooks.TrainerHooks`.
 """
 
 from __future__ import annotations
@@ -16,21 +17,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from epochal.callbacks import (
-    AbstractCallback,
-    BatchCallbackChain,
-    CallbackChain,
-    is_hook_plugin,
-)
 from epochal.data.batching import TimedBatches, closing_batchgen
 from epochal.distributed import Collective
-from epochal.errors import PluginError
 from epochal.interrupt import TrainingInterrupted, skip_batches, stoppable
-from epochal.plugins import (
-    EpochalPluginManager,
-    build_trainer_plugin_manager,
-    get_plugin_manager,
-)
+from epochal.plugins import EpochalPluginManager
+from epochal.trainer_hooks import TrainerHooks
 
 __all__ = ["VAL_PREFIX", "VAL_SCORE_MODES", "AbstractNetworkTrainer"]
 
@@ -46,7 +37,7 @@ def _check_mode(mode: object) -> None:
         )
 
 
-class AbstractNetworkTrainer:
+class AbstractNetworkTrainer(TrainerHooks):
     """The framework-neutral trainer (delira's ``AbstractNetworkTrainer`` API).
 
     Args:
@@ -85,7 +76,6 @@ class AbstractNetworkTrainer:
         #: Measure the time ``_train_single_epoch`` waits for batches (costs ~1 µs a batch,
         #: so it is off unless a plugin such as a timer asks for it).
         self.time_data_wait = False
-        self._callbacks: list[object] = []
         #: Set by :meth:`request_stop` (e.g. from a signal handler): the loop stops before the
         #: next training batch. Checked per batch only while :attr:`interruptible` is set.
         self.stop_requested: str | None = None
@@ -99,92 +89,7 @@ class AbstractNetworkTrainer:
         #: Set by ``train``: what the current run monitors, for callbacks that follow it.
         self.val_score_key: str | None = None
         self.val_score_mode = "highest"
-        self._plugin_manager = build_trainer_plugin_manager(plugin_manager or get_plugin_manager())
-        self._callback_chain = CallbackChain()
-        self._plugin_manager.register(self._callback_chain, "epochal.trainer-callbacks")
-        self._refresh_hooks()
-        for callback in callbacks or ():
-            self.register_callback(callback)
-
-    # -- plugins and callbacks ---------------------------------------------------
-
-    @property
-    def plugin_manager(self) -> EpochalPluginManager:
-        """This trainer's hook manager: the global plugins plus its callbacks."""
-        return self._plugin_manager
-
-    @property
-    def callbacks(self) -> list[object]:
-        """The registered callbacks, in registration order (a copy)."""
-        return list(self._callbacks)
-
-    def _refresh_hooks(self) -> None:
-        self._hooks = self._plugin_manager.hook
-        batch_hook = self._hooks.epochal_at_batch_end
-        # Backends test this for None per batch: no plugin, no call, no cost.
-        self._batch_end_hook = batch_hook if batch_hook.get_hookimpls() else None
-
-    def register_callback(self, callback: object) -> None:
-        """Put ``callback`` on this trainer's hooks.
-
-        Accepts an :class:`AbstractCallback`, any object with both
-        ``at_epoch_begin`` and ``at_epoch_end`` (delira style), or a pluggy
-        plugin whose methods are marked ``@epochal.hookimpl``.
-        """
-        index = len(self._callbacks)
-        plugin_name = f"callback-{index}-{type(callback).__name__}"
-        if isinstance(callback, AbstractCallback) or (
-            callable(getattr(callback, "at_epoch_begin", None))
-            and callable(getattr(callback, "at_epoch_end", None))
-        ):
-            self._callback_chain.add(callback, self._state_key(callback))
-            if self._callback_chain.has_batch_callbacks and not self._plugin_manager.has_plugin(
-                "epochal.trainer-batch-callbacks"
-            ):
-                self._plugin_manager.register(
-                    BatchCallbackChain(self._callback_chain), "epochal.trainer-batch-callbacks"
-                )
-            self._callbacks.append(callback)
-            self._refresh_hooks()
-            return
-        if not is_hook_plugin(callback):
-            missing = [
-                name
-                for name in ("at_epoch_begin", "at_epoch_end")
-                if not callable(getattr(callback, name, None))
-            ]
-            raise AssertionError(
-                f"cannot register {callback!r} as a callback: it is not an "
-                f"epochal.AbstractCallback and has no {' and no '.join(missing)} method. "
-                "Subclass epochal.AbstractCallback, define at_epoch_begin and at_epoch_end, "
-                "or implement epochal_* hooks marked with @epochal.hookimpl."
-            )
-        if self._plugin_manager.register_checked(callback, plugin_name) is None:
-            return
-        self._callbacks.append(callback)
-        self._refresh_hooks()
-
-    def _state_key(self, callback: object) -> str:
-        """Where a callback's state lives in checkpoints: its ``state_key``, else its class
-        name (``Name-2``, ``Name-3`` for repeats), so that adding another kind of callback
-        on resume does not move anyone's state."""
-        explicit = getattr(callback, "state_key", None)
-        if isinstance(explicit, str) and explicit:
-            return explicit
-        name = type(callback).__name__
-        repeats = sum(type(other).__name__ == name for other in self._callbacks)
-        return name if repeats == 0 else f"{name}-{repeats + 1}"
-
-    def _merge_hook_results(self, results: Iterable[object], hook_name: str) -> None:
-        for result in results:
-            if result is None:
-                continue
-            if not isinstance(result, Mapping):
-                raise TypeError(
-                    f"a plugin's {hook_name} returned {type(result).__name__}; "
-                    "return a dict (merged into trainer.state) or None"
-                )
-            self.state.update(result)
+        super().__init__(callbacks, plugin_manager)
 
     @property
     def is_main_process(self) -> bool:
@@ -304,20 +209,6 @@ class AbstractNetworkTrainer:
             # Set when a stop came mid-epoch: resume trains the rest of that epoch.
             "interrupted": self._interrupted_at,
         }
-
-    def _collect_plugin_state(self) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for part in self._hooks.epochal_state_dict(trainer=self):
-            if not part:
-                continue
-            for key, value in part.items():
-                if key in merged:
-                    raise PluginError(
-                        f"two plugins returned the state key {key!r} from epochal_state_dict; "
-                        "each plugin must use a key of its own"
-                    )
-                merged[key] = value
-        return merged
 
     def update_state(self, file_name: str, *args: Any, **kwargs: Any) -> AbstractNetworkTrainer:
         """Load a checkpoint into this trainer (resume); returns the trainer."""

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import csv
 import json
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from epochal.errors import LaunchError
-from epochal.testing import epochal_command, run_epochal, user_env
+from epochal.testing import epochal_command, kill_peer_when, run_epochal, user_env
 from epochal_tf.trainer import TfNetworkTrainer
 
 keras = pytest.importorskip("keras")
@@ -209,15 +207,7 @@ def test_a_killed_worker_ends_the_other_with_a_clear_error(tmp_path):
     )
     workers = _workers(command, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and workers[0].poll() is None:
-            if (tmp_path / "run" / "checkpoint_last.tf.npz").exists():
-                break
-            time.sleep(0.05)
-        workers[1].send_signal(signal.SIGKILL)
-        killed = time.monotonic()
-        _, stderr = workers[0].communicate(timeout=60)
-        took = time.monotonic() - killed
+        stderr, took = kill_peer_when(tmp_path / "run" / "checkpoint_last.tf.npz", *workers)
     finally:
         _finish(workers, timeout=10)
     stderr = stderr.decode()

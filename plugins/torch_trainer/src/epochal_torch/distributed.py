@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import functools
+import gc
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -204,4 +205,7 @@ def join_processes(
 
 def _leave() -> None:
     if dist.is_available() and dist.is_initialized():
+        # A trainer in a reference cycle would free its DDP reducer (holding gloo work) in the
+        # interpreter's teardown, which aborts the process: free it while Python is alive.
+        gc.collect()
         dist.destroy_process_group()

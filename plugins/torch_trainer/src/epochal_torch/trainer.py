@@ -1,14 +1,14 @@
 """PyTorchNetworkTrainer: delira's PyTorch trainer on epochal's loop, with torch.amp.
 
 The core (``AbstractNetworkTrainer.train``) runs the epochs, validation, best-model tracking,
-checkpoint scheduling and hooks; this class does one epoch, prediction and checkpoint I/O.
+checkpoint scheduling and hooks; this class does one epoch (:mod:`epochal_torch.training`),
+prediction and checkpoint I/O, and DDP under torchrun (:mod:`epochal_torch.distributed`).
 Per training batch it does the step and nothing else: losses and metrics stay on the device
 and are read once per epoch.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -22,7 +22,7 @@ from epochal.distributed import Collective
 from epochal.errors import NonFiniteLossError
 from epochal.trainer import AbstractNetworkTrainer
 from epochal_torch.distributed import is_collective_failure, join_processes, lost_peer
-from epochal_torch.epoch import epoch_means, finish_epoch
+from epochal_torch.epoch import epoch_means
 from epochal_torch.io import (
     check_fits,
     load_checkpoint,
@@ -30,14 +30,12 @@ from epochal_torch.io import (
     rng_state,
     save_checkpoint,
 )
-from epochal_torch.labels import check_first_batch
 from epochal_torch.networks import (
     AbstractPyTorchNetwork,
     prepare_batch,
-    supervised_step,
-    to_tensor,
 )
 from epochal_torch.optim import AmpConfig, attach_amp, create_optims_default_pytorch
+from epochal_torch.training import train_epoch
 
 __all__ = ["PyTorchNetworkTrainer"]
 
@@ -286,138 +284,15 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
     # -- training ------------------------------------------------------------------------
 
     def _train_single_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
+        """One epoch (the loops: :mod:`epochal_torch.training`); the epoch's means."""
         if not self.collective.distributed:
-            return self._train_epoch(batchgen, epoch)
+            return train_epoch(self, batchgen, epoch)
         try:
-            return self._train_epoch(batchgen, epoch)
+            return train_epoch(self, batchgen, epoch)
         except RuntimeError as exc:  # DDP's gradient all-reduce lost a peer: say so plainly
             if not is_collective_failure(exc):
                 raise
             raise lost_peer(self.collective.rank, f"epoch {epoch}", exc) from exc
-
-    def _train_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
-        if not self._labels_checked:  # once per trainer: labels that cannot fit the loss
-            self._labels_checked = True
-            batchgen = check_first_batch(self, batchgen)
-        if (
-            self._closure is None
-            and self._prepare is prepare_batch
-            and self._batch_end_hook is None
-            and self.scaler is None
-            and not self.amp.enabled
-            and not self.metrics
-            and len(self.criterions) == 1
-        ):
-            return self._train_plain_epoch(batchgen, epoch)  # the common case, ~5% faster
-        model, optimizer = self.train_module, self.optimizers.get("default")
-        criterions, metrics = self.criterions, self.metrics
-        model.train()
-        hook, scaler, closure = self._batch_end_hook, self.scaler, self._closure
-        autocast = self.amp.autocast if self.amp.enabled else None
-        # No loss read per batch (DESIGN §4), unless skip_batch must decide before each update;
-        # with "raise" the epoch's end finds a non-finite batch (epochal_torch.nonfinite).
-        skip = self.on_nonfinite == "skip_batch"
-        history: dict[str, list[Any]] = {}
-        sizes: list[int] = []
-        loss_names: tuple[str, ...] = ()
-        skipped, batch_nr = 0, -1
-        for batch_nr, batch in enumerate(batchgen):
-            data_dict = self._prepare(batch, self.input_device, self.output_device)
-            if closure is None:
-                metric_vals, loss_vals, _, stepped = supervised_step(
-                    model, data_dict, optimizer, criterions, metrics, autocast, scaler, skip
-                )
-            else:
-                metric_vals, loss_vals = self._closure_step(data_dict, autocast)
-                stepped = True
-            if not loss_names:
-                loss_names = tuple(loss_vals)
-            if stepped:
-                if scaler is not None:
-                    scaler.update()
-                for name, value in loss_vals.items():
-                    history.setdefault(name, []).append(value.detach())
-                for name, value in metric_vals.items():
-                    history.setdefault(name, []).append(value)
-                sizes.append(batch_length(batch))
-            else:
-                skipped += 1
-            if hook is not None:  # every batch, skipped ones too (their losses are not finite)
-                hook(
-                    trainer=self,
-                    epoch=epoch,
-                    batch_nr=batch_nr,
-                    losses=loss_vals,
-                    metrics=metric_vals,
-                )
-        return finish_epoch(
-            history, sizes, loss_names, epoch, batch_nr + 1, skipped, skip=skip, checked=skip
-        )
-
-    def _closure_step(
-        self, data_dict: dict[str, Any], autocast: Any
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """A custom closure's step: ``(metric_vals, loss_vals)``."""
-        closure, kwargs = self._closure, self.closure_kwargs
-        args = (
-            self.train_module,
-            data_dict,
-            self.optimizers,
-            self.criterions,
-            self.metrics,
-            self.fold,
-        )
-        if autocast is None:
-            metric_vals, loss_vals, _ = closure(*args, **kwargs)
-        else:  # a custom step does its own backward: autocast has to enclose it all
-            with autocast():
-                metric_vals, loss_vals, _ = closure(*args, **kwargs)
-        return metric_vals, loss_vals
-
-    def _train_plain_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
-        """:func:`default_closure`'s step written into the loop, for the common case (a plain
-        module, one criterion, no metrics, no AMP, no per-batch hook): same arithmetic, no
-        per-batch dicts or calls besides the step itself. Only ``data`` and ``label`` are
-        converted, as the step reads nothing else."""
-        model, optimizer = self.train_module, self.optimizers["default"]
-        input_device, output_device = self.input_device, self.output_device
-        ((name, criterion),) = self.criterions.items()
-        skip = self.on_nonfinite == "skip_batch"
-        # On the CPU a loss read is no device sync, and a Python float does not keep one small
-        # tensor per batch alive, which costs a large network ~1-2% (allocator); the read also
-        # serves the non-finite check, before the update. On a GPU the losses stay on the
-        # device until the epoch ends (DESIGN §4), unless skip_batch needs them per batch.
-        read_each = skip or output_device.type == "cpu"
-        isfinite = math.isfinite
-        model.train()
-        losses: list[Any] = []
-        sizes: list[int] = []
-        skipped, batch_nr = 0, -1
-        for batch_nr, batch in enumerate(batchgen):
-            data = to_tensor(batch["data"], input_device)
-            loss = criterion(model(data), to_tensor(batch["label"], output_device))
-            if not read_each:
-                value = loss.detach()
-            elif not isfinite(value := loss.item()):
-                if not skip:
-                    raise NonFiniteLossError.at_batch(epoch, batch_nr + 1, None, name, value)
-                skipped += 1
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(value)
-            sizes.append(batch_length(batch))
-        return finish_epoch(
-            {name: losses},
-            sizes,
-            (name,),
-            epoch,
-            batch_nr + 1,
-            skipped,
-            skip=skip,
-            checked=read_each,
-        )
 
     def predict(
         self, batchgen: Iterable[dict], batch_size: int | None = None
