@@ -194,3 +194,11 @@ CHIEF = '{"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, '
 def test_the_process_role_comes_from_the_launchers_variables(environ, role):
     assert process_role(environ) == role
     assert is_main_process(environ) == (role is None or role[1] == 0)
+
+
+def test_the_progress_bar_counts_this_ranks_batches():
+    from epochal.experiment import _batches_per_rank
+
+    manager = DataManager(indexed(100), 10, 0)
+    assert _batches_per_rank(manager, Collective()) == 10
+    assert _batches_per_rank(manager, SecondOfTwo()) == 5

@@ -214,8 +214,8 @@ class Experiment:
         num_epochs = self._epochs(kwargs.pop("num_epochs", None))
         handle_signals = kwargs.pop("handle_signals", False)
         train, val = self._data(train_data, val_data)
-        callbacks = self._callbacks(getattr(train, "n_batches", None))
         with self._processes(params, kwargs) as collective:
+            callbacks = self._callbacks(_batches_per_rank(train, collective))
             # Everything is built before the folder exists: a config error leaves no empty
             # run. In several processes, rank 0 names the folder and the others use it.
             run_dir = os.fspath(run_dir) if run_dir else None
@@ -267,7 +267,7 @@ class Experiment:
         seed_everything(self.trainer_cls, self.seed or 0)
         with self._processes(None, {}) as collective:
             trainer = self.setup(save_path=run_dir)
-            for callback in self._callbacks(getattr(train, "n_batches", None)):
+            for callback in self._callbacks(_batches_per_rank(train, collective)):
                 trainer.register_callback(callback)  # before the state load: they have state
             with own_run_dir(run_dir, collective):
                 if collective.is_main:
@@ -468,6 +468,14 @@ class Experiment:
         if not hasattr(dataset, "kfold"):
             raise TypeError(f"kfold needs a dataset or a DataManager, got {type(data).__name__}")
         return dataset
+
+
+def _batches_per_rank(train: Any, collective: Any) -> int | None:
+    """Batches an epoch of ``train`` has in this process (its share, in several processes):
+    what the progress bar counts to."""
+    if collective.distributed and hasattr(train, "shard"):
+        train = train.shard(collective.world_size, collective.rank)
+    return getattr(train, "n_batches", None)
 
 
 def _as_manager(data: Any, batch_size: int, workers: int, sampler: str, seed: int | None) -> Any:
