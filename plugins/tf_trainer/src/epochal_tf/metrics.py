@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from epochal_tf._tf import keras, tf
 
-__all__ = ["CrossEntropy", "accuracy"]
+__all__ = ["CrossEntropy", "accuracy", "check_metrics"]
 
 
 class CrossEntropy(keras.losses.SparseCategoricalCrossentropy):
@@ -24,3 +25,17 @@ def accuracy(predictions: Any, labels: Any) -> Any:
         labels = tf.argmax(labels, axis=1)
     labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
     return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(predictions, axis=1), labels), tf.float32))
+
+
+def check_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` if each is a stateless function (the step sums their values itself)."""
+    for name, fn in metrics.items():
+        if isinstance(fn, keras.metrics.Metric):
+            raise TypeError(
+                f"metric {name!r} is a stateful keras.metrics.Metric object; pass a function "
+                "fn(predictions, label) -> scalar, or a Keras metric function such as "
+                "keras.metrics.sparse_categorical_accuracy"
+            )
+        if not callable(fn):
+            raise TypeError(f"metric {name!r} must be callable, got {type(fn).__name__}")
+    return dict(metrics)

@@ -21,6 +21,7 @@ __all__ = [
     "build_optimizers",
     "create_optims_default_tf",
     "resolve_optimizer_cls",
+    "scheduler_callback",
 ]
 
 _APEX_KEYS = frozenset({"allow_banned", "enable_caching", "verbose", "opt_level"})
@@ -140,3 +141,34 @@ class MixedPrecision:
                     optimizer.build(optimizer.inner_optimizer._trainable_variables)
             wrapped[name] = optimizer
         return wrapped
+
+
+def scheduler_callback(scheduler_cls: Any, params: dict[str, Any]) -> object:
+    """delira's ``lr_scheduler_cls``: served by the Keras epoch rules of epochal-callbacks."""
+    from epochal.errors import UnknownNameError
+    from epochal.registry import get_callback
+
+    if isinstance(scheduler_cls, str):
+        try:
+            from epochal_callbacks.schedulers import keras as rules
+        except ImportError as exc:
+            raise ImportError(
+                "lr_scheduler_cls needs the Keras epoch rules: pip install epochal-callbacks"
+            ) from exc
+        name = scheduler_cls
+        scheduler_cls = getattr(rules, name, None) if name in rules.__all__ else None
+        for candidate in (name, f"tf_{name}"):
+            if scheduler_cls is not None:
+                break
+            try:
+                scheduler_cls = get_callback(candidate)
+            except UnknownNameError:
+                continue
+        if scheduler_cls is None:
+            raise ValueError(
+                f"lr_scheduler_cls {name!r} is unknown: use one of {rules.__all__[1:]} or their "
+                "registered names ('tf_step_decay', ...)"
+            )
+    if not callable(scheduler_cls):
+        raise TypeError(f"lr_scheduler_cls must be a class or a name, got {scheduler_cls!r}")
+    return scheduler_cls(**params)

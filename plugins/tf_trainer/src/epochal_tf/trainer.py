@@ -23,6 +23,7 @@ from epochal.distributed import Collective
 from epochal.errors import NonFiniteLossError
 from epochal.trainer import AbstractNetworkTrainer
 from epochal_tf._tf import keras, tf
+from epochal_tf.devices import device_for
 from epochal_tf.distributed import (
     check_strategy,
     distribute_variables,
@@ -33,12 +34,14 @@ from epochal_tf.distributed import (
     make_strategy,
 )
 from epochal_tf.io import check_fits, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from epochal_tf.metrics import check_metrics
 from epochal_tf.networks import AbstractTfNetwork, default_closure, to_float32
 from epochal_tf.optim import (
     MixedPrecision,
     build_optimizers,
     create_optims_default_tf,
     resolve_optimizer_cls,
+    scheduler_callback,
 )
 from epochal_tf.steps import CompiledSteps
 
@@ -46,39 +49,6 @@ __all__ = ["TfNetworkTrainer"]
 
 
 SUFFIX = ".tf.npz"
-
-
-def _device_for(gpu_ids: list[int]) -> str:
-    if not gpu_ids:
-        return "/CPU:0"
-    if len(gpu_ids) > 1:
-        raise ValueError(
-            f"gpu_ids={gpu_ids}: one trainer drives one GPU; for several GPUs use a "
-            "tf.distribute strategy with one id per trainer"
-        )
-    count = len(tf.config.list_physical_devices("GPU"))
-    if isinstance(gpu_ids[0], bool) or not isinstance(gpu_ids[0], int):
-        raise ValueError(f"gpu_ids must be integers, got {gpu_ids!r}")
-    if not 0 <= gpu_ids[0] < count:
-        available = f"ids 0..{count - 1}" if count else "none"
-        raise ValueError(
-            f"gpu_ids={gpu_ids} but TensorFlow sees these GPUs: {available}; "
-            "pass gpu_ids=[] to train on the CPU"
-        )
-    return f"/GPU:{gpu_ids[0]}"
-
-
-def _check_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    for name, fn in metrics.items():
-        if isinstance(fn, keras.metrics.Metric):
-            raise TypeError(
-                f"metric {name!r} is a stateful keras.metrics.Metric object; pass a function "
-                "fn(predictions, label) -> scalar, or a Keras metric function such as "
-                "keras.metrics.sparse_categorical_accuracy"
-            )
-        if not callable(fn):
-            raise TypeError(f"metric {name!r} must be callable, got {type(fn).__name__}")
-    return dict(metrics)
 
 
 class TfNetworkTrainer(AbstractNetworkTrainer):
@@ -209,7 +179,7 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
                 "layers in keras.Sequential or subclass epochal_tf.AbstractTfNetwork"
             )
         self.losses = dict(losses or {})
-        self.metrics = _check_metrics(metrics or {})
+        self.metrics = check_metrics(metrics or {})
         self.optimizer_cls = optimizer_cls
         self.optimizer_params = dict(optimizer_params or {})
         run_eagerly = bool(kwargs.pop("run_eagerly", False))
@@ -241,7 +211,7 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
             mixed_precision, mixed_precision_kwargs, bool(gpu_ids)
         )
         if self.strategy_name is None:
-            self.device = _device_for(gpu_ids)
+            self.device = device_for(gpu_ids)
         else:  # the network's variables become the strategy's (mirrored) variables
             check_strategy(self.strategy_name, self.mixed_precision, vars(self))
             self.strategy, self.collective = make_strategy(self.strategy_name, gpu_ids)
@@ -296,7 +266,7 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
         )
         self.prepare_batch = type(network).prepare_batch if overridden else None
         if lr_scheduler_cls is not None:
-            self.register_callback(_scheduler_callback(lr_scheduler_cls, lr_scheduler_params))
+            self.register_callback(scheduler_callback(lr_scheduler_cls, lr_scheduler_params))
         super()._setup()
 
     # -- training ------------------------------------------------------------------------
@@ -457,34 +427,3 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
         if new_state.get("rng"):
             restore_rng_state(new_state["rng"])
         return super()._update_state(new_state)
-
-
-def _scheduler_callback(scheduler_cls: Any, params: dict[str, Any]) -> object:
-    """delira's ``lr_scheduler_cls``: served by the Keras epoch rules of epochal-callbacks."""
-    from epochal.errors import UnknownNameError
-    from epochal.registry import get_callback
-
-    if isinstance(scheduler_cls, str):
-        try:
-            from epochal_callbacks.schedulers import keras as rules
-        except ImportError as exc:
-            raise ImportError(
-                "lr_scheduler_cls needs the Keras epoch rules: pip install epochal-callbacks"
-            ) from exc
-        name = scheduler_cls
-        scheduler_cls = getattr(rules, name, None) if name in rules.__all__ else None
-        for candidate in (name, f"tf_{name}"):
-            if scheduler_cls is not None:
-                break
-            try:
-                scheduler_cls = get_callback(candidate)
-            except UnknownNameError:
-                continue
-        if scheduler_cls is None:
-            raise ValueError(
-                f"lr_scheduler_cls {name!r} is unknown: use one of {rules.__all__[1:]} or their "
-                "registered names ('tf_step_decay', ...)"
-            )
-    if not callable(scheduler_cls):
-        raise TypeError(f"lr_scheduler_cls must be a class or a name, got {scheduler_cls!r}")
-    return scheduler_cls(**params)
