@@ -21,6 +21,7 @@ import click
 from epochal.distributed import is_main_process, process_role
 from epochal.errors import ConfigError, DataError, EpochalError
 from epochal.interrupt import TrainingInterrupted
+from epochal.prediction_files import load_inputs, write_predictions
 
 __all__ = ["register_commands"]
 
@@ -239,60 +240,6 @@ def resume_command(run_dir: str, epochs: int | None, debug: bool, nproc: int | N
     _report(experiment)
 
 
-def _load_inputs(data: str, experiment: Any) -> Any:
-    """A dataset from a registry name, or from a ``.npy``/``.npz``/``.csv`` file."""
-    import numpy as np
-
-    from epochal.data.datasets import ArrayDataset
-
-    if not os.path.splitext(data)[1]:
-        config = dict(experiment.config)
-        config["data"] = {**config["data"], "dataset": data}
-        from epochal.build import build_dataset
-
-        return build_dataset(config)
-    if not os.path.isfile(data):
-        raise ConfigError(f"--data {data!r}: no such file, and a registered data set has no '.'")
-    if data.endswith(".npy"):
-        return ArrayDataset(data=np.load(data, allow_pickle=False))
-    if data.endswith(".npz"):
-        with np.load(data, allow_pickle=False) as arrays:
-            if "data" not in arrays:
-                raise ConfigError(f"--data {data}: an .npz file needs an array named 'data'")
-            return ArrayDataset(**{key: arrays[key] for key in arrays.files})
-    if data.endswith(".csv"):
-        table = np.genfromtxt(data, delimiter=",", names=True, dtype=np.float32)
-        names = list(table.dtype.names or ())
-        features = [name for name in names if name != "label"]
-        arrays = {"data": np.stack([table[name] for name in features], axis=1)}
-        if "label" in names:
-            arrays["label"] = table["label"].astype(np.int64)
-        return ArrayDataset(**arrays)
-    raise ConfigError(f"--data {data}: use a data set name, or a .npy, .npz or .csv file")
-
-
-def _write_predictions(out: str, predictions: Any, labels: list[Any]) -> None:
-    import numpy as np
-
-    from epochal.files import atomic_write
-
-    if out.endswith(".npy"):
-        with atomic_write(out) as handle:
-            np.save(handle, predictions)
-        return
-    flat = predictions.reshape(len(predictions), -1)
-    columns = {}
-    if flat.shape[1] > 1:
-        columns["prediction"] = flat.argmax(axis=1).astype(str)
-    if labels:
-        columns["label"] = np.asarray(labels[0]).reshape(len(flat), -1)[:, 0].astype(str)
-    for index in range(flat.shape[1]):
-        columns[f"output_{index}"] = np.char.mod("%.6g", flat[:, index])
-    lines = [",".join(columns)] + [",".join(row) for row in zip(*columns.values(), strict=True)]
-    with atomic_write(out) as handle:
-        handle.write(("\n".join(lines) + "\n").encode())
-
-
 def predict_command(run_dir: str, data: str, out: str, checkpoint: str, debug: bool) -> None:
     """Predict DATA (a data set name or a .npy/.npz/.csv file) with the best model of RUN_DIR
     and write the outputs to OUT (.npy: raw outputs; .csv: class, label, outputs)."""
@@ -304,14 +251,14 @@ def predict_command(run_dir: str, data: str, out: str, checkpoint: str, debug: b
         from epochal.experiment import Experiment
 
         experiment = Experiment.from_config(_run_dir_config(run_dir))
-        dataset = _load_inputs(data, experiment)
+        dataset = load_inputs(data, experiment)
         trainer = experiment.restore(run_dir, checkpoint)
         batch_size = experiment.config["data"]["val_batch_size"]
         manager = DataManager(dataset, min(batch_size, len(dataset)), 0)
     with _phase(debug, EXIT_FAILED):
         with closing_batchgen(manager.get_batchgen()) as batchgen:
             predictions, labels, scores = trainer.predict(batchgen)
-        _write_predictions(out, predictions, labels)
+        write_predictions(out, predictions, labels)
     click.echo(f"wrote {len(predictions)} predictions to {out}")
     for key, value in scores.items():
         click.echo(f"  {key} {value:.4f}")
