@@ -202,3 +202,36 @@ def test_the_progress_bar_counts_this_ranks_batches():
     manager = DataManager(indexed(100), 10, 0)
     assert _batches_per_rank(manager, Collective()) == 10
     assert _batches_per_rank(manager, SecondOfTwo()) == 5
+
+
+class OtherRankSaw(SecondOfTwo):
+    """Rank 1, where the other rank's flags are ``seen`` (their mean over the two ranks)."""
+
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+
+    def mean(self, values, weight=1.0):
+        super().mean(values, weight)
+        return {key: max(values[key], self.seen.get(key, 0.0)) / 2 for key in values}
+
+
+def test_every_rank_stops_for_the_signal_one_of_them_got():
+    assert Collective().agree_stop(None) is None  # one process: nothing to agree on
+    assert Collective().agree_stop("SIGINT") == "SIGINT"
+    assert OtherRankSaw({}).agree_stop(None) is None
+    assert OtherRankSaw({"SIGTERM": 1.0}).agree_stop(None) == "SIGTERM"
+    assert OtherRankSaw({"SIGINT": 1.0}).agree_stop(None) == "SIGINT"
+    assert OtherRankSaw({"other": 1.0}).agree_stop(None) == "a stop on another rank"
+    assert OtherRankSaw({"SIGTERM": 1.0}).agree_stop("SIGINT") == "SIGINT"  # its own, first
+    collective = OtherRankSaw({})
+    collective.agree_stop("request")
+    assert collective.means[-1][0] == {"SIGTERM": 0.0, "SIGINT": 0.0, "other": 1.0}
+
+
+def test_a_rank_told_by_another_stops_with_that_signal(make_trainer):
+    trainer = make_trainer()
+    trainer.collective = OtherRankSaw({"SIGTERM": 1.0})
+    assert trainer._stop_agreed() and trainer.stop_requested == "SIGTERM"
+    trainer.collective, trainer.stop_requested = OtherRankSaw({}), None
+    assert not trainer._stop_agreed() and trainer.stop_requested is None

@@ -22,6 +22,9 @@ __all__ = ["Collective", "LaunchEnv", "launch_env"]
 
 T = TypeVar("T")
 
+#: The stops a rank can pass on to the others by name (the signals the CLI handles).
+STOP_REASONS = ("SIGTERM", "SIGINT")
+
 #: torchrun's variables; ``RANK`` and ``WORLD_SIZE`` decide, the rest default sensibly.
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
@@ -59,6 +62,22 @@ class Collective:
     def broadcast(self, value: T) -> T:
         """Rank 0's ``value`` (picklable), on every rank."""
         return value
+
+    def agree_stop(self, reason: str | None) -> str | None:
+        """Whether any rank was asked to stop, and why: this rank's ``reason`` if it has one,
+        else another rank's signal (``"SIGTERM"``, ``"SIGINT"``), so that every rank stops at
+        the same batch and reports the same cause. ``None``: no rank was asked."""
+        if not self.distributed:
+            return reason
+        flags = {name: float(reason == name) for name in STOP_REASONS}
+        flags["other"] = float(reason is not None and reason not in STOP_REASONS)
+        seen = self.mean(flags)
+        if reason is not None:
+            return reason
+        for name in STOP_REASONS:
+            if seen[name] > 0:
+                return name
+        return "a stop on another rank" if seen["other"] > 0 else None
 
     def barrier(self) -> None:
         """Wait until every rank got here."""

@@ -374,12 +374,12 @@ class AbstractNetworkTrainer(TrainerHooks):
     def _stop_agreed(self) -> bool:
         """Whether to stop before the next batch: a stop was requested here or, when training
         in several processes, on any rank (all ranks must stop at the same batch)."""
-        requested = self.stop_requested is not None
-        if self.collective.distributed:
-            requested = self.collective.any(requested)
-            if requested and self.stop_requested is None:
-                self.stop_requested = "a stop on another rank"
-        return requested
+        if not self.collective.distributed:
+            return self.stop_requested is not None
+        agreed = self.collective.agree_stop(self.stop_requested)
+        if agreed is not None and self.stop_requested is None:  # (never undo a new signal)
+            self.stop_requested = agreed
+        return agreed is not None
 
     def _stopped(self, stop: TrainingInterrupted) -> None:
         """Write ``checkpoint_last`` for a stop before batch ``stop.batches_done`` of

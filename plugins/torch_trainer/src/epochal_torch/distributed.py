@@ -43,6 +43,11 @@ def _collective_op(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def wrapped(self: TorchCollective, *args: Any, **kwargs: Any) -> T:
             try:
                 return function(self, *args, **kwargs)
+            except DistributedError as exc:  # from a collective this one is made of: say
+                cause = exc.__cause__  # what this one was doing instead
+                if isinstance(cause, RuntimeError) and not isinstance(cause, DistributedError):
+                    raise lost_peer(self.rank, what, cause) from cause
+                raise
             except RuntimeError as exc:  # DistBackendError is a RuntimeError
                 raise lost_peer(self.rank, what, exc) from exc
 
@@ -97,6 +102,8 @@ class TorchCollective(Collective):
         value = torch.tensor([int(bool(flag))], dtype=torch.int32, device=self.device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
+
+    agree_stop = _collective_op("checking for a stop request")(Collective.agree_stop)
 
     @_collective_op("sharing the run folder")
     def broadcast(self, value: T) -> T:
