@@ -11,8 +11,8 @@ from epochal import AbstractCallback
 from epochal.data import DataManager, RandomSampler, SequentialSampler
 from epochal.data.datasets import ArrayDataset
 from epochal.data.samplers import ShardedSampler
-from epochal.distributed import Collective, is_main_process, launch_env, process_role
-from epochal.errors import ConfigError, DataError, LaunchError
+from epochal.distributed import Collective, collective_op, is_main_process, launch_env, process_role
+from epochal.errors import ConfigError, DataError, DistributedError, LaunchError
 
 
 def indexed(n: int) -> ArrayDataset:
@@ -235,3 +235,24 @@ def test_a_rank_told_by_another_stops_with_that_signal(make_trainer):
     assert trainer._stop_agreed() and trainer.stop_requested == "SIGTERM"
     trainer.collective, trainer.stop_requested = OtherRankSaw({}), None
     assert not trainer._stop_agreed() and trainer.stop_requested is None
+
+
+class CutOff(SecondOfTwo):
+    """Rank 1 whose peer is gone: every reduction fails the way a backend's does."""
+
+    @collective_op("averaging the epoch's metrics")
+    def mean(self, values, weight=1.0):
+        raise RuntimeError("Connection reset by peer")
+
+    def peer_failure(self, what, exc):
+        if isinstance(exc, RuntimeError):
+            return DistributedError(f"rank {self.rank} lost contact ({what}: {exc})")
+        return None
+
+
+def test_a_lost_peer_is_named_for_what_the_rank_was_doing():
+    with pytest.raises(DistributedError, match=r"rank 1 lost contact \(averaging the epoch's"):
+        CutOff().mean({"CE": 1.0})
+    # agree_stop is made of mean: the error names the stop check, with the backend's cause
+    with pytest.raises(DistributedError, match=r"\(checking for a stop request: Connection"):
+        CutOff().agree_stop(None)

@@ -10,15 +10,16 @@ identity, so the single-process loop pays nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from epochal.errors import LaunchError
+from epochal.errors import DistributedError, LaunchError
 
-__all__ = ["Collective", "LaunchEnv", "launch_env"]
+__all__ = ["Collective", "LaunchEnv", "collective_op", "launch_env"]
 
 T = TypeVar("T")
 
@@ -27,6 +28,36 @@ STOP_REASONS = ("SIGTERM", "SIGINT")
 
 #: torchrun's variables; ``RANK`` and ``WORLD_SIZE`` decide, the rest default sensibly.
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
+def collective_op(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorates a :class:`Collective` operation: a failure that the collective recognises
+    as a lost peer (:meth:`Collective.peer_failure`) becomes that one-line
+    :class:`~epochal.errors.DistributedError`, saying that the rank was ``what``-ing, also
+    when it failed in another operation this one is made of."""
+
+    def decorate(function: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(function)
+        def wrapped(self: Collective, *args: Any, **kwargs: Any) -> T:
+            try:
+                return function(self, *args, **kwargs)
+            except DistributedError as exc:  # from an inner operation: name this one instead
+                cause = exc.__cause__
+                if cause is None or isinstance(cause, DistributedError):
+                    raise
+                error = self.peer_failure(what, cause)
+                if error is None:
+                    raise
+                raise error from cause
+            except Exception as exc:
+                error = self.peer_failure(what, exc)
+                if error is None:
+                    raise
+                raise error from exc
+
+        return wrapped
+
+    return decorate
 
 
 class Collective:
@@ -63,6 +94,12 @@ class Collective:
         """Rank 0's ``value`` (picklable), on every rank."""
         return value
 
+    def peer_failure(self, what: str, exc: BaseException) -> DistributedError | None:
+        """The error to raise when ``exc``, met while doing ``what``, means another process
+        failed or stopped answering; ``None`` for any other error (raised as it is)."""
+        return None
+
+    @collective_op("checking for a stop request")
     def agree_stop(self, reason: str | None) -> str | None:
         """Whether any rank was asked to stop, and why: this rank's ``reason`` if it has one,
         else another rank's signal (``"SIGTERM"``, ``"SIGINT"``), so that every rank stops at

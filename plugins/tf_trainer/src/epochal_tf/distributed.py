@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from epochal.distributed import Collective, weighted_sums
+from epochal.distributed import Collective, collective_op, weighted_sums
 from epochal.errors import DistributedError, LaunchError
 from epochal_tf._tf import keras, tf
 
@@ -248,22 +248,6 @@ def lost_peer(rank: int, where: str, exc: BaseException) -> DistributedError:
     )
 
 
-def _collective_op(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    def decorate(function: Callable[..., T]) -> Callable[..., T]:
-        @functools.wraps(function)
-        def wrapped(self: TfCollective, *args: Any, **kwargs: Any) -> T:
-            try:
-                return function(self, *args, **kwargs)
-            except tf.errors.OpError as exc:
-                if not is_peer_failure(exc):
-                    raise
-                raise lost_peer(self.rank, what, exc) from exc
-
-        return wrapped
-
-    return decorate
-
-
 class TfCollective(Collective):
     """The core's collectives as all-reductions of ``MultiWorkerMirroredStrategy``: each
     worker contributes one value (its first replica; the others zeros), summed on all.
@@ -289,20 +273,26 @@ class TfCollective(Collective):
 
         self._all_sum = tf.function(all_sum, reduce_retracing=True)
 
+    def peer_failure(self, what: str, exc: BaseException) -> DistributedError | None:
+        """A collective's ``OpError`` that says a worker is gone (:func:`is_peer_failure`)."""
+        if isinstance(exc, tf.errors.OpError) and is_peer_failure(exc):
+            return lost_peer(self.rank, what, exc)
+        return None
+
     def _sum(self, values: np.ndarray) -> np.ndarray:
         return self._all_sum(tf.constant(values)).numpy()
 
-    @_collective_op("averaging the epoch's metrics")
+    @collective_op("averaging the epoch's metrics")
     def mean(self, values: Mapping[str, float], weight: float = 1.0) -> dict[str, float]:
         keys, sums = weighted_sums(values, weight)
         total = self._sum(np.asarray(sums, dtype=np.float64))
         return {key: float(total[i] / total[-1]) for i, key in enumerate(keys)}
 
-    @_collective_op("checking for a stop request")
+    @collective_op("checking for a stop request")
     def any(self, flag: bool) -> bool:
         return bool(self._sum(np.asarray([int(bool(flag))], dtype=np.int64))[0] > 0)
 
-    @_collective_op("sharing the run folder")
+    @collective_op("sharing the run folder")
     def broadcast(self, value: T) -> T:
         payload = pickle.dumps(value) if self.is_main else b""
         size = int(self._sum(np.asarray([len(payload)], dtype=np.int64))[0])
@@ -311,7 +301,7 @@ class TfCollective(Collective):
         received = self._sum(buffer).astype(np.uint8).tobytes()
         return pickle.loads(received)
 
-    @_collective_op("waiting for the other workers")
+    @collective_op("waiting for the other workers")
     def barrier(self) -> None:
         self._sum(np.zeros(1, dtype=np.int64))
 

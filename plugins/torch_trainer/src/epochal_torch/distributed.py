@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import atexit
 import datetime
-import functools
 import gc
 import os
 import re
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
-from epochal.distributed import Collective, LaunchEnv, launch_env, weighted_sums
+from epochal.distributed import Collective, LaunchEnv, collective_op, launch_env, weighted_sums
 from epochal.errors import DistributedError, LaunchError
 
 __all__ = ["DIST_BACKENDS", "TorchCollective", "device_for_rank", "join_processes"]
@@ -32,28 +31,6 @@ _LOST = (
     "Look at the other ranks' output for the first error. Checkpoints written so far are "
     "kept: continue with `epochal resume RUN_DIR --nproc N` (or torchrun ... resume RUN_DIR)"
 )
-
-
-def _collective_op(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """A torch.distributed failure (a peer died: gloo's socket closed, or the timeout) while
-    doing ``what`` becomes a :class:`DistributedError` that says what happened and what to do."""
-
-    def decorate(function: Callable[..., T]) -> Callable[..., T]:
-        @functools.wraps(function)
-        def wrapped(self: TorchCollective, *args: Any, **kwargs: Any) -> T:
-            try:
-                return function(self, *args, **kwargs)
-            except DistributedError as exc:  # from a collective this one is made of: say
-                cause = exc.__cause__  # what this one was doing instead
-                if isinstance(cause, RuntimeError) and not isinstance(cause, DistributedError):
-                    raise lost_peer(self.rank, what, cause) from cause
-                raise
-            except RuntimeError as exc:  # DistBackendError is a RuntimeError
-                raise lost_peer(self.rank, what, exc) from exc
-
-        return wrapped
-
-    return decorate
 
 
 #: What torch.distributed's failures say (gloo, nccl, the c10d store); a DDP all-reduce that
@@ -90,28 +67,31 @@ class TorchCollective(Collective):
         self.local_world_size = env.local_world_size if env else 1
         self.device, self._owner = device, owner
 
-    @_collective_op("averaging the epoch's metrics")
+    def peer_failure(self, what: str, exc: BaseException) -> DistributedError | None:
+        """torch.distributed raises a ``RuntimeError`` (``DistBackendError``) when a peer is
+        gone or the timeout passed."""
+        return lost_peer(self.rank, what, exc) if isinstance(exc, RuntimeError) else None
+
+    @collective_op("averaging the epoch's metrics")
     def mean(self, values: Mapping[str, float], weight: float = 1.0) -> dict[str, float]:
         keys, sums = weighted_sums(values, weight)
         total = torch.tensor(sums, dtype=torch.float64, device=self.device)
         dist.all_reduce(total)
         return {key: float(total[i] / total[-1]) for i, key in enumerate(keys)}
 
-    @_collective_op("checking for a stop request")
+    @collective_op("checking for a stop request")
     def any(self, flag: bool) -> bool:
         value = torch.tensor([int(bool(flag))], dtype=torch.int32, device=self.device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
-    agree_stop = _collective_op("checking for a stop request")(Collective.agree_stop)
-
-    @_collective_op("sharing the run folder")
+    @collective_op("sharing the run folder")
     def broadcast(self, value: T) -> T:
         box = [value]
         dist.broadcast_object_list(box, src=0, device=self.device)
         return box[0]
 
-    @_collective_op("waiting for the other ranks")
+    @collective_op("waiting for the other ranks")
     def barrier(self) -> None:
         if self.device.type == "cuda":
             dist.barrier(device_ids=[self.device.index])
