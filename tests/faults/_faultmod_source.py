@@ -12,8 +12,10 @@ import os
 import signal
 import time
 
+from batchgenerators.transforms.abstract_transforms import AbstractTransform
 
-class _Recording:
+
+class _Recording(AbstractTransform):  # a config may name transforms of this kind only
     def __init__(self, pids, at=3, sleep=0.0, workers=2):
         self.pids, self.at, self.sleep, self.workers = pids, at, sleep, workers
         self.calls = 0

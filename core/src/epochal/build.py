@@ -5,6 +5,7 @@ keeps (``config.toml``). Every problem is a :class:`ConfigError` naming the key.
 from __future__ import annotations
 
 import copy
+import difflib
 import tomllib
 from collections.abc import Mapping
 from typing import Any
@@ -38,7 +39,9 @@ def experiment_from_config(config: dict[str, Any]) -> Any:
         trainer_cls = backend_trainer(settings["backend"])
     except ConfigError as exc:
         raise ConfigError(f"experiment.backend: {exc}") from None
-    model = resolve_component(trainer_cls, "models", settings["model"], "experiment.model")
+    trusted = tuple(settings.get("trusted_modules") or ())
+    model = resolve_component(trainer_cls, "models", settings["model"], "experiment.model", trusted)
+    _check_val_score_key(config)
     experiment = Experiment(
         params,
         model,
@@ -50,6 +53,7 @@ def experiment_from_config(config: dict[str, Any]) -> Any:
         backend=settings["backend"],
         seed=settings["seed"],
         val_score_mode=settings.get("val_score_mode"),
+        trusted_modules=trusted,
     )
     experiment.config = config
     return experiment
@@ -65,14 +69,21 @@ def build_dataset(config: Mapping[str, Any]) -> Any:
         raise ConfigError(f"data.dataset: {exc}") from None
     params = dict(data.get("dataset_params") or {})
     check_kwargs(factory, params, "data.dataset_params")
-    dataset = factory(**params)
+    try:
+        dataset = factory(**params)
+    except (TypeError, ValueError, OverflowError, MemoryError) as exc:  # the params' fault
+        shown = ", ".join(f"{key} = {value!r}" for key, value in params.items()) or "none"
+        raise ConfigError(
+            f"data.dataset_params: the dataset {data['dataset']!r} refused its parameters "
+            f"({shown}): {type(exc).__name__}: {exc}"
+        ) from None
     if len(dataset) == 0:
         raise ConfigError(f"data.dataset {data['dataset']!r} is empty")
     return dataset
 
 
-def _build_transforms(specs: list[Any]) -> list[Any]:
-    from epochal.registry import resolve_path
+def _build_transforms(specs: list[Any], trusted: tuple[str, ...] = ()) -> list[Any]:
+    from epochal.trust import import_checked
 
     transforms = []
     for index, spec in enumerate(specs):
@@ -82,10 +93,7 @@ def _build_transforms(specs: list[Any]) -> list[Any]:
                 f"{key} must be a table with name = 'module:Transform' and its parameters"
             )
         params = {k: v for k, v in spec.items() if k != "name"}
-        try:
-            cls = resolve_path(spec["name"])
-        except (ImportError, ValueError) as exc:
-            raise ConfigError(f"{key}.name: {exc}") from None
+        cls = import_checked(spec["name"], "transforms", f"{key}.name", None, trusted)
         check_kwargs(cls, params, key)
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
         try:
@@ -126,7 +134,11 @@ def build_data(config: Mapping[str, Any], seed: int | None = None) -> tuple[Any,
         train,
         data["batch_size"],
         data["num_workers"],
-        transforms=_build_transforms(data.get("transforms") or []) or None,
+        transforms=_build_transforms(
+            data.get("transforms") or [],
+            tuple(config["experiment"].get("trusted_modules") or ()),
+        )
+        or None,
         sampler_cls=sampler,
         seed=seed,
     )
@@ -173,6 +185,29 @@ def build_callbacks(
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"callbacks.{name}: {exc}") from None
     return built
+
+
+def _check_val_score_key(config: Mapping[str, Any]) -> None:
+    """``experiment.val_score_key`` must name a loss or metric the job computes: a typo would
+    otherwise train a whole run that tracks no best epoch."""
+    key = config["experiment"].get("val_score_key")
+    if key is None:
+        return
+    training = config["training"]
+    names: set[str] = set()
+    for group in ("losses", "metrics", "train_metrics", "val_metrics"):
+        table = training.get(group)
+        if isinstance(table, Mapping):
+            names.update(table)
+    if not names or key.removeprefix("val_") in names:
+        return  # a job that names no loss or metric leaves them to the trainer
+    close = difflib.get_close_matches(key.removeprefix("val_"), sorted(names), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(
+        f"experiment.val_score_key = {key!r} names no loss or metric of this job{hint}; it "
+        f"computes {', '.join(sorted(names))} (training.losses and training.metrics), and "
+        "validation reports each with the prefix 'val_'"
+    )
 
 
 def _default_callbacks() -> set[str]:

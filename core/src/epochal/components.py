@@ -6,7 +6,8 @@ depends on the backend, so each trainer class carries its own table::
     class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         components = {"models": {"mlp": "epochal_torch.models:MLP"}, "losses": {...}, ...}
 
-Anything else is named by its ``"module:attr"`` path. Nothing is imported until used.
+Anything else is named by its ``"module:attr"`` path, which :mod:`epochal.trust` checks against
+the slot's kind before anything it names is called. Nothing is imported until used.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 import difflib
 import inspect
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from epochal.errors import ConfigError
 from epochal.registry import resolve_path
+from epochal.trust import import_checked
 
 __all__ = [
     "KINDS",
@@ -37,9 +39,12 @@ def component_names(trainer_cls: type, kind: str) -> list[str]:
     return sorted(table.get(kind, {}))
 
 
-def resolve_component(trainer_cls: type, kind: str, name: Any, key: str = "") -> Any:
-    """The object ``name`` stands for: a ``"module:attr"`` path or a name in the trainer's
-    ``components[kind]`` (case-insensitive); objects pass through."""
+def resolve_component(
+    trainer_cls: type, kind: str, name: Any, key: str = "", trusted: Iterable[str] = ()
+) -> Any:
+    """The object ``name`` stands for: a name in the trainer's ``components[kind]``
+    (case-insensitive) or a ``"module:attr"`` path that the trust model allows for ``kind``
+    (:mod:`epochal.trust`; ``trusted``: the job's ``trusted_modules``); objects pass through."""
     where = f"{key}: " if key else ""
     if not isinstance(name, str):
         if callable(name):
@@ -50,10 +55,7 @@ def resolve_component(trainer_cls: type, kind: str, name: Any, key: str = "") ->
             f"path or a table with name = ..., got {toml_type_name(name)} {name!r}"
         )
     if ":" in name:
-        try:
-            return resolve_path(name)
-        except (ImportError, ValueError) as exc:
-            raise ConfigError(f"{where}cannot import {name!r}: {exc}") from None
+        return import_checked(name, kind, key or KINDS.get(kind, kind), trainer_cls, trusted)
     table = (getattr(trainer_cls, "components", None) or {}).get(kind, {})
     lowered = {entry.lower(): entry for entry in table}
     match = table.get(name) or table.get(lowered.get(name.lower(), ""))
@@ -215,7 +217,9 @@ def check_kwargs(target: Any, kwargs: Mapping[str, Any], key: str) -> None:
             )
 
 
-def build_component(trainer_cls: type, kind: str, spec: Any, key: str) -> Any:
+def build_component(
+    trainer_cls: type, kind: str, spec: Any, key: str, trusted: Iterable[str] = ()
+) -> Any:
     """Resolve ``spec`` (a name, a path, or a table ``{name = ..., **params}``) and, if it is
     a class, instantiate it with the params: ``"cross_entropy"`` -> ``CrossEntropyLoss()``."""
     params: dict[str, Any] = {}
@@ -226,7 +230,7 @@ def build_component(trainer_cls: type, kind: str, spec: Any, key: str) -> Any:
                 f"{key}: a table needs name = '<{KINDS.get(kind, kind)}>', got {dict(spec)}"
             )
         spec = params.pop("name")
-    target = resolve_component(trainer_cls, kind, spec, key)
+    target = resolve_component(trainer_cls, kind, spec, key, trusted)
     if inspect.isclass(target):
         check_kwargs(target, params, key)
         try:

@@ -41,6 +41,7 @@ SCHEMA: dict[str, dict[str, str] | None] = {
         "val_score_mode": _STR,
         "checkpoint_freq": _INT,
         "save_path": _STR,
+        "trusted_modules": _LIST,
     },
     "data": {
         "dataset": _STR,
@@ -176,6 +177,27 @@ def _unknown(key: str, name: str, allowed: Iterable[str]) -> ConfigError:
     return ConfigError(f"unknown key {key}{hint}; allowed here: {', '.join(allowed)}")
 
 
+def _check_trusted_modules(modules: list[Any]) -> None:
+    """``experiment.trusted_modules``: importable module names, none of the standard library
+    (whose functions include ``os.system``: trusting it would let a config run commands)."""
+    import sys
+
+    for module in modules:
+        if not isinstance(module, str) or not all(
+            part.isidentifier() for part in module.split(".")
+        ):
+            raise ConfigError(
+                f"experiment.trusted_modules: {module!r} is not a module name; list packages "
+                "whose functions the job may name, e.g. trusted_modules = ['mypackage']"
+            )
+        if module.split(".")[0] in sys.stdlib_module_names:
+            raise ConfigError(
+                f"experiment.trusted_modules: {module!r} is a Python standard-library module, "
+                "which a job can never trust (it holds os.system and the like); list your own "
+                "packages only"
+            )
+
+
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
     """Types, unknown keys and ranges; fills in the defaults. Names are checked on use."""
     for table, value in config.items():
@@ -225,6 +247,7 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
             f"training.gpu_ids must be a list of CUDA device numbers (integers >= 0; [] for the "
             f"CPU), got {gpu_ids!r}"
         )
+    _check_trusted_modules(config["experiment"].get("trusted_modules", []))
     for name, params in config["callbacks"].items():
         if not isinstance(params, (dict, bool)):
             raise ConfigError(

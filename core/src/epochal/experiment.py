@@ -64,7 +64,8 @@ class Experiment:
         trainer_cls: the trainer class (default: the one registered as ``backend``).
         backend: the registered backend name (``"torch"``, ``"tf"``, a plugin's).
         **kwargs: trainer keyword arguments (``gpu_ids``, ``mixed_precision``,
-            ``callbacks``, ...), plus ``seed`` and ``val_score_mode``.
+            ``callbacks``, ...), plus ``seed``, ``val_score_mode`` and ``trusted_modules``
+            (modules whose functions ``"module:attr"`` strings may name: :mod:`epochal.trust`).
     """
 
     def __init__(
@@ -89,7 +90,11 @@ class Experiment:
         self.params = params
         self.backend = backend
         self.trainer_cls = trainer_cls if trainer_cls is not None else backend_trainer(backend)
-        self.model_cls = resolve_component(self.trainer_cls, "models", model_cls, "model")
+        #: Modules whose functions a ``"module:attr"`` string may name (:mod:`epochal.trust`).
+        self.trusted_modules: tuple[str, ...] = tuple(kwargs.pop("trusted_modules", None) or ())
+        self.model_cls = resolve_component(
+            self.trainer_cls, "models", model_cls, "model", self.trusted_modules
+        )
         training = params.training_kwargs
         self.n_epochs = n_epochs or training.get("num_epochs") or training.get("n_epochs")
         self.name = name or getattr(self.model_cls, "__name__", "experiment")
@@ -141,6 +146,7 @@ class Experiment:
             save_freq=self.checkpoint_freq,
             optim_fn=self.optim_builder,
             extra=self.kwargs,
+            trusted=self.trusted_modules,
         )
 
     def build_network(self, params: Parameters | None = None) -> Any:
@@ -404,7 +410,9 @@ class Experiment:
         """Predict ``test_data`` with ``network``; returns ``trainer.predict``'s
         ``(predictions, labels, mean losses and metrics)``. ``metrics`` may use names."""
         trainer_kwargs = self.trainer_kwargs()
-        named = build_named(self.trainer_cls, "metrics", "metrics", metrics or {})
+        named = build_named(
+            self.trainer_cls, "metrics", "metrics", metrics or {}, self.trusted_modules
+        )
         if named:  # else the training group's metrics, if it has any
             trainer_kwargs["metrics"] = named
         trainer_kwargs.update(getattr(self.trainer_cls, "single_process_kwargs", {}))

@@ -9,11 +9,12 @@ result is checked against the trainer's signature, so a typo or a missing argume
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from epochal.components import KINDS, build_component, check_kwargs, resolve_component
 from epochal.errors import ConfigError
+from epochal.trust import import_checked
 
 __all__ = ["TRAINING_KEYS", "build_named", "trainer_kwargs"]
 
@@ -29,8 +30,11 @@ TRAINING_KEYS = {
 }
 
 
-def build_named(trainer_cls: type, group: str, kind: str, specs: Any) -> dict[str, Any]:
-    """``{name: object}`` from a training-group table of names (``losses``, ``metrics``)."""
+def build_named(
+    trainer_cls: type, group: str, kind: str, specs: Any, trusted: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``{name: object}`` from a training-group table of names (``losses``, ``metrics``);
+    ``trusted``: the job's ``trusted_modules`` (:mod:`epochal.trust`)."""
     if specs is None:
         return {}
     if not isinstance(specs, Mapping):
@@ -39,7 +43,7 @@ def build_named(trainer_cls: type, group: str, kind: str, specs: Any) -> dict[st
             f"{{CE = 'cross_entropy'}}, got {specs!r}"
         )
     return {
-        name: build_component(trainer_cls, kind, spec, f"training.{group}.{name}")
+        name: build_component(trainer_cls, kind, spec, f"training.{group}.{name}", trusted)
         for name, spec in specs.items()
     }
 
@@ -50,9 +54,11 @@ def trainer_kwargs(
     save_freq: int = 1,
     optim_fn: Callable[..., Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    trusted: Iterable[str] = (),
 ) -> dict[str, Any]:
     """``trainer_cls``' keyword arguments from a training group (names resolved for the
-    backend), plus ``save_freq``, ``optim_fn`` (when given) and ``extra``.
+    backend; ``"module:attr"`` paths checked by :mod:`epochal.trust`, with ``trusted`` the
+    job's ``trusted_modules``), plus ``save_freq``, ``optim_fn`` (when given) and ``extra``.
 
     Only what the training group gives is passed; a key the trainer does not take, or a
     required trainer argument the group lacks, is a :class:`ConfigError` naming it.
@@ -71,19 +77,26 @@ def trainer_kwargs(
     metrics.update(training.pop("metrics", None) or {})
     kwargs: dict[str, Any] = {"save_freq": save_freq}
     if "losses" in training:
-        kwargs["losses"] = build_named(trainer_cls, "losses", "losses", training.pop("losses"))
+        losses = training.pop("losses")
+        kwargs["losses"] = build_named(trainer_cls, "losses", "losses", losses, trusted)
     if metrics:
-        kwargs["metrics"] = build_named(trainer_cls, "metrics", "metrics", metrics)
+        kwargs["metrics"] = build_named(trainer_cls, "metrics", "metrics", metrics, trusted)
     if "optimizer_cls" in training:
         optimizer = resolve_component(
             trainer_cls,
             "optimizers",
             training.pop("optimizer_cls"),
             "training.optimizer_cls",
+            trusted,
         )
         kwargs["optimizer_cls"] = optimizer
         kwargs["optimizer_params"] = dict(training.pop("optimizer_params", None) or {})
         check_kwargs(optimizer, kwargs["optimizer_params"], "training.optimizer_params")
+    scheduler = training.get("lr_scheduler_cls")
+    if isinstance(scheduler, str) and ":" in scheduler:  # names are the backend's to look up
+        training["lr_scheduler_cls"] = import_checked(
+            scheduler, "lr_schedulers", "training.lr_scheduler_cls", trainer_cls, trusted
+        )
     if optim_fn is not None:
         kwargs["optim_fn"] = optim_fn
     for key in TRAINING_KEYS:  # read by the experiment, not by the trainer

@@ -14,6 +14,8 @@ from epochal.data.datasets import ArrayDataset
 __all__ = ["CLASSES", "load_shapes"]
 
 CLASSES = ("square", "disc", "plus", "triangle")
+#: The most pixels generated in all (2 GiB of float32): bigger is a typo, not a data set.
+_MAX_PIXELS = 2**29
 
 
 def _draw(kind: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -46,6 +48,13 @@ def load_shapes(n_samples: int = 1200, size: int = 16, noise: float = 0.15, seed
         raise ValueError(f"n_samples must be at least {len(CLASSES)}, got {n_samples}")
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
+    if n_samples * size * size > _MAX_PIXELS:  # generated in memory, one image at a time
+        raise ValueError(
+            f"n_samples = {n_samples} images of {size}x{size} pixels would take "
+            f"{n_samples * size * size * 4 / 2**30:.3g} GiB; at most {_MAX_PIXELS // 2**20} "
+            "million pixels in all (for example n_samples <= "
+            f"{_MAX_PIXELS // (size * size)} at size {size})"
+        )
     rng = np.random.default_rng(seed)
     labels = np.arange(n_samples, dtype=np.int64) % len(CLASSES)
     rng.shuffle(labels)

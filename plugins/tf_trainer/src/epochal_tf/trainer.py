@@ -115,6 +115,25 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
             )
         },
     }
+    #: Modules whose loss and metric functions a config may name by path (:mod:`epochal.trust`).
+    function_modules: ClassVar[tuple[str, ...]] = (
+        "keras.losses",
+        "keras.metrics",
+        "keras.ops",
+        "keras.src.losses",
+        "keras.src.metrics",
+        "keras.src.ops",
+    )
+
+    @classmethod
+    def component_bases(cls, kind: str) -> tuple[type, ...]:
+        """The classes a config's ``"module:attr"`` path must subclass in a ``kind`` slot."""
+        return {
+            "models": (keras.Model,),
+            "losses": (keras.losses.Loss,),
+            "metrics": (keras.metrics.Metric,),
+            "optimizers": (keras.optimizers.Optimizer,),
+        }.get(kind, ())
 
     single_process_kwargs: ClassVar[Mapping[str, Any]] = MappingProxyType({"strategy": None})
 

@@ -119,6 +119,21 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             )
         },
     }
+    #: Modules whose loss and metric functions a config may name by path (:mod:`epochal.trust`).
+    function_modules: ClassVar[tuple[str, ...]] = ("torch.nn.functional",)
+
+    @classmethod
+    def component_bases(cls, kind: str) -> tuple[type, ...]:
+        """The classes a config's ``"module:attr"`` path must subclass in a ``kind`` slot."""
+        from torch.optim import lr_scheduler
+
+        return {
+            "models": (torch.nn.Module,),
+            "losses": (torch.nn.Module,),
+            "metrics": (torch.nn.Module,),
+            "optimizers": (torch.optim.Optimizer,),
+            "lr_schedulers": (lr_scheduler.LRScheduler, lr_scheduler.ReduceLROnPlateau),
+        }.get(kind, ())
 
     single_process_kwargs: ClassVar[Mapping[str, Any]] = MappingProxyType({"distributed": False})
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from epochal.callbacks import AbstractCallback
-from epochal.registry import resolve_path
+from epochal.trust import import_checked
 from epochal_callbacks._util import lookup_metric, same_optimizers, select_optimizers
 
 __all__ = ["STEP_ON", "TorchLRScheduler"]
@@ -41,8 +41,15 @@ def resolve_scheduler_cls(scheduler_cls: type | str | Callable[..., Any]) -> Cal
     a scheduler is accepted (the way to build ``SequentialLR`` or ``ChainedScheduler``).
     """
     if isinstance(scheduler_cls, str):
-        if ":" in scheduler_cls:
-            scheduler_cls = resolve_path(scheduler_cls)
+        if ":" in scheduler_cls:  # checked like a config's path: epochal.trust
+            from torch.optim import lr_scheduler
+
+            scheduler_cls = import_checked(
+                scheduler_cls,
+                "lr_schedulers",
+                "scheduler_cls",
+                bases=(lr_scheduler.LRScheduler, lr_scheduler.ReduceLROnPlateau),
+            )
         else:
             from torch.optim import lr_scheduler
 
