@@ -21,7 +21,7 @@ import click
 from epochal.distributed import is_main_process, process_role
 from epochal.errors import ConfigError, DataError, EpochalError
 from epochal.interrupt import TrainingInterrupted
-from epochal.prediction_files import load_inputs, write_predictions
+from epochal.prediction_files import check_out, load_inputs, write_predictions
 
 __all__ = ["register_commands"]
 
@@ -244,14 +244,14 @@ def predict_command(run_dir: str, data: str, out: str, checkpoint: str, debug: b
     """Predict DATA (a data set name or a .npy/.npz/.csv file) with the best model of RUN_DIR
     and write the outputs to OUT (.npy: raw outputs; .csv: class, label, outputs)."""
     with _phase(debug, EXIT_USAGE):
-        if not out.endswith((".npy", ".csv")):
-            raise ConfigError(f"--out {out}: the file must end in .npy or .csv")
+        check_out(out, data)  # before anything is loaded: a bad --out costs no prediction
         from epochal.data import DataManager
         from epochal.data.batching import closing_batchgen
         from epochal.experiment import Experiment
 
         experiment = Experiment.from_config(_run_dir_config(run_dir))
-        dataset = load_inputs(data, experiment)
+        # checked against the run's training samples, before the model sees it
+        dataset = load_inputs(data, experiment.config)
         trainer = experiment.restore(run_dir, checkpoint)
         batch_size = experiment.config["data"]["val_batch_size"]
         manager = DataManager(dataset, min(batch_size, len(dataset)), 0)
