@@ -191,7 +191,7 @@ def test_bad_csv_files_name_the_line_and_column(tmp_path, config):
     for path, message in cases:
         assert message in refused(path, config), path
     (tmp_path / "empty.csv").write_text("")
-    assert "the file is empty" in refused(tmp_path / "empty.csv", config)
+    assert "no header; the first line must name" in refused(tmp_path / "empty.csv", config)
     (tmp_path / "utf16.csv").write_bytes(",".join(header).encode("utf-16"))
     assert "not UTF-8 text" in refused(tmp_path / "utf16.csv", config)
 
@@ -227,11 +227,15 @@ def test_another_registered_data_set_must_fit_the_run(config):
 def test_a_run_whose_data_set_is_gone_still_predicts_files(tmp_path, config, capsys):
     gone = {**config, "data": {**config["data"], "dataset": "my_plugin_data"}}
     data, _ = digits(2)
-    np.save(tmp_path / "x.npy", data)
-    assert len(load_inputs(str(tmp_path / "x.npy"), gone)) == 2
+    np.save(tmp_path / "x.npy", data.astype(np.float64))
+    assert load_inputs(str(tmp_path / "x.npy"), gone).arrays["data"].dtype == np.float32
     assert "the file is checked without the training samples' shape" in capsys.readouterr().err
+    write_csv(tmp_path / "x.csv", [*HEADER[:10], "label"], [["0.5"] * 10 + ["3"]])
+    batch = load_inputs(str(tmp_path / "x.csv"), gone).get_batch([0])
+    assert batch["data"].shape == (1, 10) and batch["label"].tolist() == [3]
     np.save(tmp_path / "x.npy", data.astype(complex))
     assert "a model takes real numbers" in refused(tmp_path / "x.npy", gone)
+    assert len(load_inputs("digits", gone)) == 1797  # a registered set needs no training set
 
 
 def test_a_bad_out_is_refused_before_anything_is_loaded(tmp_path, monkeypatch):

@@ -76,11 +76,12 @@ def load_inputs(data: str, config: Mapping[str, Any]) -> Any:
 
     source = f"--data {data}"
     if not os.path.splitext(data)[1]:
-        training = build_dataset(config)
         if data == config["data"]["dataset"]:
-            return training  # the run's own data set: built once
+            return build_dataset(config)  # the run's own data set: it fits
         dataset = build_dataset({**config, "data": {**config["data"], "dataset": data}})
-        _check_first_sample(dataset, SampleSpec.of_dataset(training), source)
+        spec = _training_spec(config)
+        if spec is not None:
+            _check_first_sample(dataset, spec, source)
         return dataset
     if not os.path.isfile(data):
         raise ConfigError(f"--data {data!r}: no such file, and a registered data set has no '.'")
@@ -121,7 +122,7 @@ def _check_first_sample(dataset: Any, spec: SampleSpec, source: str) -> None:
     if len(dataset) == 0:
         raise DataError(f"{source}: the data set is empty")
     value = dataset[0].get("data")
-    if value is None or "data" not in spec.shapes:
+    if value is None:
         return
     value = np.asarray(value)
     shape, dtype = spec.shapes["data"], spec.dtypes["data"]
@@ -177,8 +178,8 @@ def _load_numpy(path: str, source: str) -> dict[str, Any]:
 def _read_csv(
     path: str, spec: SampleSpec | None, source: str
 ) -> tuple[dict[str, Any], Callable[[int], str]]:
-    """``data`` (and ``label``) from a CSV file with a header line; every cell but the labels
-    must be a finite number. Returns the arrays and a namer of sample ``i``'s line."""
+    """``data`` (and ``label``) from a CSV file with a header line; every cell must be a finite
+    number. Returns the arrays and a namer of sample ``i``'s line."""
     import numpy as np
 
     lines: list[int] = []
@@ -204,7 +205,7 @@ def _read_csv(
     except OSError as exc:
         raise DataError(f"{source}: cannot read the file ({exc.strerror})") from None
     if not header:
-        raise DataError(f"{source}: the file is empty; the first line must name the columns")
+        raise DataError(f"{source}: no header; the first line must name the columns")
     names = [name.strip() for name in header]
     if all(_is_number(name) for name in names):
         raise DataError(
@@ -230,7 +231,10 @@ def _read_csv(
     arrays = {"data": values.astype(dtype).reshape(len(rows), *(shape or (len(features),)))}
     if "label" in names:
         column = names.index("label")
-        arrays["label"] = _numbers(table, [column], names, lines, source, False)[:, 0]
+        label = _numbers(table, [column], names, lines, source, False)[:, 0]
+        if spec is None and np.array_equal(label, np.round(label)):
+            label = label.astype(np.int64)  # whole numbers: class indices, as far as we know
+        arrays["label"] = label
     return arrays, lambda index: f"line {lines[index]}"
 
 
@@ -373,8 +377,8 @@ def _values(
         )
     if array.dtype.kind in "fc":
         _refuse_nonfinite(array, what, source, name)
-    if dtype is None:
-        return array
+    if dtype is None:  # the training data is unknown: floats as the backends' default
+        return array.astype(np.float32) if array.dtype.kind == "f" else array
     info = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype) if dtype.kind in "iu" else None
     if info is not None and array.size:  # a value the cast would turn into inf or wrap around
         low, high = array.min(), array.max()
