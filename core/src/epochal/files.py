@@ -1,4 +1,11 @@
-"""File helpers shared by the backends: atomic writes, and what a failed write left behind."""
+"""File helpers shared by the backends: atomic writes, what a failed write left behind, and
+opening the files of a run folder without following links or blocking on a FIFO.
+
+A run folder may come from someone else (a copied or shared folder): a symbolic link in it
+named ``metrics.csv`` or ``.epochal.lock`` would make epochal read a secret into its own files
+or truncate the file the link points to, and a FIFO named ``checkpoint_last.pt`` would block
+the process forever. :func:`open_run_file` and :func:`check_run_file` refuse both.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,23 @@ import errno
 import os
 import re
 import socket
+import stat
 import tempfile
 import zlib
 from collections.abc import Iterator
 from typing import IO, Any
 
-__all__ = ["atomic_write", "os_error_in", "remove_stale_temp_files", "write_error_message"]
+from epochal.errors import ConfigError
+
+__all__ = [
+    "atomic_write",
+    "check_run_file",
+    "open_run_file",
+    "os_error_in",
+    "remove_stale_temp_files",
+    "run_file_error",
+    "write_error_message",
+]
 
 #: The writing host, in the names of temporary files: a run folder on a shared file system
 #: may be written from several machines, and a process id only means something on its own.
@@ -85,9 +103,12 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
     directory = os.path.dirname(os.path.abspath(target))
     base = os.path.basename(target)
     remove_stale_temp_files(directory, base)
-    try:
-        permissions = os.stat(target).st_mode & 0o7777
+    try:  # lstat: a link's target's permissions are not this file's (a link is replaced)
+        info = os.lstat(target)
+        permissions = info.st_mode & 0o7777 if stat.S_ISREG(info.st_mode) else None
     except OSError:
+        permissions = None
+    if permissions is None:
         permissions = 0o666 & ~_umask()
     fd, tmp_path = tempfile.mkstemp(
         prefix=f".{base}.{_HOST}-{os.getpid()}-", suffix=".tmp", dir=directory
@@ -152,3 +173,104 @@ def write_error_message(what: str, path: str, error: OSError) -> str:
         f"cannot write {what} {path}: {cause}. Nothing was replaced: the previous "
         f"{os.path.basename(path)}, if any, is intact; {hint} and resume from it"
     )
+
+
+#: What a file of a run folder may not be, by its type bits.
+_NOT_REGULAR = {
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a folder",
+}
+_LINK = _NOT_REGULAR[stat.S_IFLNK]
+
+
+def _problem(info: os.stat_result, writable: bool = False) -> str | None:
+    """Why a file with ``info`` (from ``lstat``/``fstat``) is refused; ``None`` if it is not."""
+    if stat.S_ISREG(info.st_mode):
+        if writable and info.st_nlink > 1:  # written in place, it would change the others too
+            return f"a hard link (one file with {info.st_nlink} names)"
+        return None
+    return _NOT_REGULAR.get(stat.S_IFMT(info.st_mode), "not a regular file")
+
+
+def run_file_error(path: str | os.PathLike[str], problem: str) -> ConfigError:
+    """The one-line error for the run-folder file ``path`` that is ``problem`` (a link...)."""
+    path = os.fspath(path)
+    if problem == _LINK:
+        return ConfigError(
+            f"{path} is a symbolic link: epochal does not follow links in a run folder (it "
+            "could read or overwrite the file the link points to); remove it, or put the file "
+            "itself there"
+        )
+    if problem.startswith("a hard link"):
+        return ConfigError(
+            f"{path} is {problem}: epochal writes it in place, which would change the file "
+            "under its other names too; remove it (a new one is made)"
+        )
+    return ConfigError(
+        f"{path} is {problem}, not a regular file: epochal reads and writes only regular files "
+        "in a run folder; remove it"
+    )
+
+
+def check_run_file(path: str | os.PathLike[str]) -> None:
+    """Refuse (:class:`ConfigError` naming it) a ``path`` that exists and is not a regular
+    file: a symbolic link (not followed), a FIFO, a socket, a device or a folder. A missing
+    ``path`` passes. For files read by path later (``config.toml``); :func:`open_run_file`
+    checks the file it opens, with no window between the check and the use."""
+    try:
+        info = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    problem = _problem(info)
+    if problem is not None:
+        raise run_file_error(path, problem)
+
+
+def open_run_file(
+    path: str | os.PathLike[str], mode: str = "rb", create: bool = False, **kwargs: Any
+) -> IO[Any]:
+    """Open a file of a run folder, refusing what is not a regular file.
+
+    The last component of ``path`` is never followed (``O_NOFOLLOW``: a symbolic link is
+    refused), and the open does not block (``O_NONBLOCK``: a FIFO is opened, seen and
+    refused, instead of waiting for a writer forever). ``mode`` is ``"r"``/``"rb"``, or
+    ``"r+"``/``"r+b"`` to write in place (then a file with several hard links is refused
+    too); ``create`` makes a missing file (``0o666`` less the umask). ``kwargs`` go to
+    :func:`open` (``encoding``, ``newline``). A missing file raises ``FileNotFoundError``;
+    a refused one a :class:`ConfigError` naming it and what to do.
+    """
+    if mode not in ("r", "rb", "r+", "r+b", "rb+"):
+        raise ValueError(f"open_run_file: mode must be 'r', 'rb', 'r+' or 'r+b', got {mode!r}")
+    writable = "+" in mode
+    flags = os.O_RDWR if writable else os.O_RDONLY
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        # ELOOP: a link as the last component; EISDIR: a folder opened to write; ENXIO: a
+        # socket, or a FIFO opened to write without a reader. Say what it is (lstat).
+        if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EOPNOTSUPP):
+            raise
+        try:
+            problem = _problem(os.lstat(path))
+        except OSError:
+            problem = None
+        if problem is None:
+            raise
+        raise run_file_error(path, problem) from None
+    try:
+        problem = _problem(os.fstat(fd), writable)
+        if problem is None and not hasattr(os, "O_NOFOLLOW"):  # no O_NOFOLLOW: look (racy)
+            problem = _problem(os.lstat(path), writable)
+        if problem is not None:
+            raise run_file_error(path, problem)
+        os.set_blocking(fd, True)  # a regular file: reads and writes as usual
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, mode, **kwargs)  # closes fd itself if it fails

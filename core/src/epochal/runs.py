@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import math
+import numbers
 import os
+import reprlib
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from epochal.errors import ConfigError, EpochalError
-from epochal.files import atomic_write
+from epochal.errors import CheckpointError, ConfigError, EpochalError
+from epochal.files import atomic_write, check_run_file, open_run_file
 
 __all__ = [
     "RunRecorder",
     "RunResult",
     "backend_trainer",
+    "check_core_state",
     "checkpoint_file",
+    "checkpoint_value_error",
     "new_run_dir",
     "own_run_dir",
     "read_summary",
@@ -142,11 +147,16 @@ def write_summary(run_dir: str, summary: dict[str, Any]) -> None:
 
 
 def read_summary(run_dir: str) -> dict[str, Any]:
+    """``summary.json`` of ``run_dir``; ``{}`` if it is missing or unreadable. A link or a
+    FIFO there is refused (:class:`ConfigError`), not followed or waited on."""
     try:
-        with open(os.path.join(run_dir, "summary.json")) as handle:
-            return json.load(handle)
+        with open_run_file(os.path.join(run_dir, "summary.json"), "r") as handle:
+            summary = json.load(handle)
+    except ConfigError:
+        raise
     except (OSError, ValueError):
         return {}
+    return summary if isinstance(summary, dict) else {}
 
 
 def _jsonable(value: Any) -> Any:
@@ -165,7 +175,9 @@ def run_lock(run_dir: str) -> Iterator[None]:
     """Hold ``run_dir`` for this process: a second run pointed at it is refused.
 
     An OS lock (``flock``) on ``<run_dir>/.epochal.lock``: the kernel releases it when the
-    holder ends, however it ends (``kill -9`` included), so it never stays stuck.
+    holder ends, however it ends (``kill -9`` included), so it never stays stuck. The lock
+    file is written in place, so a symbolic link, a hard link or anything but a regular file
+    in its place is refused (:class:`ConfigError`): its target is never truncated.
     """
     try:
         import fcntl
@@ -173,7 +185,7 @@ def run_lock(run_dir: str) -> Iterator[None]:
         yield
         return
     os.makedirs(run_dir, exist_ok=True)
-    handle = open(os.path.join(run_dir, LOCK_FILE), "a+")
+    handle = open_run_file(os.path.join(run_dir, LOCK_FILE), "r+", create=True)
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -196,11 +208,63 @@ def run_lock(run_dir: str) -> Iterator[None]:
 
 
 def checkpoint_file(run_dir: str, stem: str) -> str | None:
-    """The file of checkpoint ``stem`` in ``run_dir`` (whatever the backend's suffix)."""
+    """The file of checkpoint ``stem`` in ``run_dir`` (whatever the backend's suffix).
+
+    A link, a FIFO or anything else that is not a regular file under that name is refused
+    (:class:`ConfigError` naming it), before any loader opens it (a FIFO would block it).
+    """
     for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else ():
         if name == stem or (name.startswith(stem + ".") and not name.endswith(".tmp")):
-            return os.path.join(run_dir, name)
+            path = os.path.join(run_dir, name)
+            check_run_file(path)
+            return path
     return None
+
+
+def _describe(value: Any) -> str:
+    return f"{reprlib.repr(value)} ({type(value).__name__})"
+
+
+def _is_int(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def checkpoint_value_error(path: str, key: str, value: Any, wanted: str) -> CheckpointError:
+    """The one-line error for a checkpoint ``path`` whose ``key`` holds ``value``, which is
+    not ``wanted`` (a crafted or altered file): names the file, the key and what to do."""
+    return CheckpointError(
+        f"checkpoint {path}: {key} must be {wanted}, got {_describe(value)}; the file was not "
+        "written by epochal or was altered. Use another checkpoint, e.g. checkpoint_epoch_<n>"
+    )
+
+
+def check_core_state(path: str, state: Mapping[str, Any]) -> None:
+    """Refuse a checkpoint whose core part (what ``AbstractNetworkTrainer._core_state``
+    writes) has values of the wrong type or range: a :class:`CheckpointError` naming the
+    file and the key. Backends call it when they load a checkpoint, so that a crafted
+    ``epoch = -5`` or ``epoch = "x"`` is one clear line, not a failure deep in the loop."""
+    refuse = functools.partial(checkpoint_value_error, path)
+    if "epoch" in state and not _is_int(state["epoch"], 0):
+        raise refuse("'epoch'", state["epoch"], "an integer >= 0")
+    for key in ("best_epoch", "fold"):
+        value = state.get(key)
+        if value is not None and not _is_int(value, 0):
+            raise refuse(repr(key), value, "an integer >= 0 or None")
+    score = state.get("best_val_score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, numbers.Real)):
+        raise refuse("'best_val_score'", score, "a number or None")
+    interrupted = state.get("interrupted")
+    if interrupted is not None:
+        if not isinstance(interrupted, Mapping) or (interrupted and "epoch" not in interrupted):
+            raise refuse("'interrupted'", interrupted, "None or a table with an 'epoch'")
+        for key, least in (("epoch", 1), ("batches_done", 0), ("world_size", 1)):
+            if key in interrupted and not _is_int(interrupted[key], least):
+                raise refuse(f"'interrupted.{key}'", interrupted[key], f"an integer >= {least}")
+    callbacks = state.get("callbacks")
+    if callbacks is not None and (
+        not isinstance(callbacks, Mapping) or not all(isinstance(k, str) for k in callbacks)
+    ):
+        raise refuse("'callbacks'", callbacks, "a table of callback states or None")
 
 
 def reconcile_best(trainer: Any, run_dir: str) -> None:
@@ -232,7 +296,7 @@ def reconcile_best(trainer: Any, run_dir: str) -> None:
             stacklevel=3,
         )
         return
-    with open(source, "rb") as handle, atomic_write(best_file) as target:
+    with open_run_file(source, "rb") as handle, atomic_write(best_file) as target:
         shutil.copyfileobj(handle, target)
 
 

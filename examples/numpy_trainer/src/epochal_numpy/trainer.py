@@ -10,7 +10,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from epochal.data.batching import rebatch
-from epochal.files import atomic_write
+from epochal.errors import CheckpointError, ConfigError
+from epochal.files import atomic_write, open_run_file
+from epochal.runs import check_core_state, checkpoint_value_error
 from epochal.trainer import AbstractNetworkTrainer
 from epochal_numpy.network import SoftmaxRegression, softmax_cross_entropy
 
@@ -122,11 +124,27 @@ class NumpyNetworkTrainer(AbstractNetworkTrainer):
 
     @staticmethod
     def load_state(file_name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Read a checkpoint: no pickle, no link followed, no FIFO waited on, values checked."""
         if not file_name.endswith(CHECKPOINT_SUFFIX) and not os.path.exists(file_name):
             file_name += CHECKPOINT_SUFFIX
-        with np.load(file_name, allow_pickle=False) as archive:
-            state = json.loads(str(archive["meta"]))
-            state["weights"] = {key: archive[key] for key in archive.files if key != "meta"}
+        try:
+            with (
+                open_run_file(file_name, "rb") as handle,
+                np.load(handle, allow_pickle=False) as archive,
+            ):
+                state = json.loads(str(archive["meta"]))
+                weights = {key: archive[key] for key in archive.files if key != "meta"}
+        except ConfigError:  # a link or a FIFO, refused by open_run_file
+            raise
+        except (OSError, ValueError, KeyError, AttributeError, EOFError) as exc:
+            raise CheckpointError(
+                f"checkpoint {file_name} cannot be read ({type(exc).__name__}: {exc}): it is "
+                "truncated or not a checkpoint of the numpy backend"
+            ) from exc
+        if not isinstance(state, dict):
+            raise checkpoint_value_error(file_name, "'meta'", state, "a JSON table")
+        check_core_state(file_name, state)
+        state["weights"] = weights
         return state
 
     def _update_state(self, new_state: dict[str, Any]) -> NumpyNetworkTrainer:

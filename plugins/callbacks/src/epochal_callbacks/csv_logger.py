@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 from epochal.callbacks import AbstractCallback
-from epochal.files import atomic_write
-from epochal_callbacks._util import current_lrs, run_folder
+from epochal.files import atomic_write, open_run_file
+from epochal_callbacks._util import check_file_name, check_path, current_lrs, output_path
 
 
 class CSVLogger(AbstractCallback):
@@ -22,15 +22,20 @@ class CSVLogger(AbstractCallback):
     A metric that appears later adds a column; earlier rows leave it empty.
 
     Args:
-        path: folder for the file (default: the trainer's ``save_path``).
-        file_name: the file's name in that folder.
+        path: folder for the file (default: the trainer's ``save_path``, the run folder); a
+            relative one is inside the run folder, an absolute one is used as given.
+        file_name: the file's name in that folder; it may not leave the run folder
+            (``../x.csv``) unless it is an absolute path. A bad path is refused here, before
+            training; a link or a FIFO under that name in the run folder is refused when
+            training begins: it is never read (a link to a secret) nor written through.
     """
 
     main_process_only = True  # distributed training: rank 0 writes, the others train
 
     def __init__(self, path: str | os.PathLike[str] | None = None, file_name: str = "metrics.csv"):
-        self.path = path
-        self.file_name = file_name
+        self.path = check_path("CSVLogger", "path", path)
+        self.file_name = check_path("CSVLogger", "file_name", file_name)
+        check_file_name("CSVLogger", self.path, self.file_name)
         self._file: str | None = None
         self._epoch_started: float | None = None
 
@@ -40,7 +45,7 @@ class CSVLogger(AbstractCallback):
         return self._file
 
     def at_training_begin(self, trainer: Any, **kwargs: Any) -> None:
-        self._file = os.path.join(run_folder("CSVLogger", trainer, self.path), self.file_name)
+        self._file = output_path("CSVLogger", trainer, self.path, self.file_name)
 
     def at_epoch_begin(self, trainer: Any, **kwargs: Any) -> None:
         self._epoch_started = time.perf_counter()
@@ -68,8 +73,12 @@ class CSVLogger(AbstractCallback):
         assert self._file is not None
         columns: list[str] = []
         rows: list[dict[str, Any]] = []
-        if os.path.exists(self._file):
-            with open(self._file, newline="") as handle:
+        try:  # never through a link (a secret copied into the run) or from a FIFO (a hang)
+            handle = open_run_file(self._file, "r", newline="")
+        except FileNotFoundError:
+            pass
+        else:
+            with handle:
                 reader = csv.DictReader(handle)
                 columns = list(reader.fieldnames or [])
                 rows = [old for old in reader if _epoch_of(old) < epoch]

@@ -11,7 +11,7 @@ from epochal.callbacks import AbstractCallback
 from epochal.files import atomic_write
 from epochal.trainer import VAL_PREFIX
 from epochal_callbacks._chart import Panel, Series, render_png
-from epochal_callbacks._util import run_folder
+from epochal_callbacks._util import check_file_name, check_path, output_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -48,8 +48,10 @@ class LearningCurvePlot(AbstractCallback):
     Args:
         monitor: the metric to highlight (default: the trainer's ``val_score_key``): its
             validation value (``val_`` prefix optional, as for the trainer), else the train one.
-        file_name: the PNG's name.
-        path: its folder (default: the trainer's ``save_path``).
+        file_name: the PNG's name; it may not leave the run folder (``../x.png``) unless it
+            is an absolute path.
+        path: its folder (default: the trainer's ``save_path``, the run folder); a relative
+            one is inside the run folder, an absolute one is used as given.
         metrics: the metrics (without ``val_``) to draw, in order; default: all.
         engine: ``"pillow"`` (fast, the default) or ``"matplotlib"``.
     """
@@ -79,8 +81,9 @@ class LearningCurvePlot(AbstractCallback):
                 f"{metrics!r}; write metrics=[{metrics!r}]"
             )
         self.monitor = monitor
-        self.file_name = file_name
-        self.path = path
+        self.file_name = check_path("LearningCurvePlot", "file_name", file_name)
+        self.path = check_path("LearningCurvePlot", "path", path)
+        check_file_name("LearningCurvePlot", self.path, self.file_name)
         self.metrics = list(metrics) if metrics is not None else None
         self.engine = engine
         #: One entry per epoch: ``{"epoch": n, "values": {metric: value}}``.
@@ -95,9 +98,7 @@ class LearningCurvePlot(AbstractCallback):
         return self._file
 
     def at_training_begin(self, trainer: Any, **kwargs: Any) -> None:
-        self._file = os.path.join(
-            run_folder("LearningCurvePlot", trainer, self.path), self.file_name
-        )
+        self._file = output_path("LearningCurvePlot", trainer, self.path, self.file_name)
 
     def at_epoch_end(
         self,

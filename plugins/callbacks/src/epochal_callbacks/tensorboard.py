@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from epochal.callbacks import AbstractCallback
-from epochal_callbacks._util import current_lrs, host_float, run_folder
+from epochal.files import run_file_error
+from epochal_callbacks._util import check_path, current_lrs, host_float, output_path
 
 __all__ = ["TensorBoardLogger", "event_file_output"]
 
@@ -43,6 +44,8 @@ def _event_file_output_class() -> type:
         """
 
         def __init__(self, folder: str, start_step: int) -> None:
+            if os.path.islink(folder):  # a run folder's "batches" sub-folder: not followed
+                raise run_file_error(folder, "a symbolic link")
             os.makedirs(folder, exist_ok=True)
             # TensorBoard reads a run's files in name order: the time first, then the
             # monotonic clock, so that two files of one process in one second sort by creation.
@@ -51,7 +54,8 @@ def _event_file_output_class() -> type:
                 f"{os.getpid()}.{time.monotonic_ns():020d}"
             )
             self.path = os.path.join(folder, name)
-            self._records = RecordWriter(open(self.path, "wb"))  # closed in close()
+            # "x": a new file, never an existing one or a link; closed in close()
+            self._records = RecordWriter(open(self.path, "xb"))
             self._emit(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
             restart = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
             self._emit(
@@ -121,7 +125,9 @@ class TensorBoardLogger(AbstractCallback):
     replaces their curves the same way.
 
     Args:
-        log_dir: the folder (default: ``<trainer.save_path>/tensorboard``).
+        log_dir: the folder (default: ``<trainer.save_path>/tensorboard``); a relative one is
+            inside the run folder and may not leave it (``../tb``), an absolute one is used
+            as given. A bad one is refused here, before training.
         per_batch: ``False``; ``True`` to log every batch; an integer n for every n-th.
     """
 
@@ -136,7 +142,7 @@ class TensorBoardLogger(AbstractCallback):
                 f"TensorBoardLogger: per_batch must be False, True or a positive number of "
                 f"batches, got {per_batch!r}"
             )
-        self.log_dir = os.fspath(log_dir) if log_dir is not None else None
+        self.log_dir = check_path("TensorBoardLogger", "log_dir", log_dir)
         self.per_batch = every
         self._folder: str | None = None
         self._start_epoch = 1
@@ -154,11 +160,9 @@ class TensorBoardLogger(AbstractCallback):
 
     def at_training_begin(self, trainer: Any, **kwargs: Any) -> None:
         self.close()
-        if self.log_dir is not None:
-            self._folder = run_folder("TensorBoardLogger", trainer, self.log_dir)
-        else:
-            parent = run_folder("TensorBoardLogger", trainer, None)
-            self._folder = os.path.join(parent, "tensorboard")
+        self._folder = output_path(
+            "TensorBoardLogger", trainer, self.log_dir, default="tensorboard"
+        )
         self._start_epoch = int(getattr(trainer, "start_epoch", 1))
         self._batch_step_at_start = self._batch_step
 

@@ -12,16 +12,18 @@ Variables are matched by position, not by name: Keras names layers per process (
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import random
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from epochal.errors import CheckpointError
-from epochal.files import atomic_write, os_error_in, write_error_message
+from epochal.files import atomic_write, open_run_file, os_error_in, write_error_message
+from epochal.runs import check_core_state, checkpoint_value_error
 
 __all__ = [
     "FORMAT",
@@ -89,15 +91,28 @@ def save_checkpoint(file_name: str | os.PathLike[str], state: dict[str, Any]) ->
 
 
 def load_checkpoint(file_name: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (arrays and JSON only)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (arrays and JSON only).
+
+    The file is opened without following a link and without blocking on a FIFO (either is
+    refused, naming the file), and what it holds is checked key by key.
+    """
     path = os.fspath(file_name)
-    if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
-    with open(path, "rb") as handle:
-        if handle.read(4) != b"PK\x03\x04":  # not a zip (npz): np.load would try a pickle
-            raise _unreadable(path, ValueError("not an .npz archive"))
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        handle = open_run_file(path, "rb")
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path!r} does not exist") from None
+    except OSError as exc:  # no permission, an I/O error
+        raise CheckpointError(f"checkpoint {path!r} cannot be opened: {exc.strerror}") from exc
+    with handle:
+        return _load(path, handle)
+
+
+def _load(path: str, handle: Any) -> dict[str, Any]:
+    if handle.read(4) != b"PK\x03\x04":  # not a zip (npz): np.load would try a pickle
+        raise _unreadable(path, ValueError("not an .npz archive"))
+    handle.seek(0)
+    try:
+        with np.load(handle, allow_pickle=False) as archive:
             if _STATE_KEY not in archive.files:
                 raise CheckpointError(
                     f"{path!r} is an .npz file but not an epochal TF checkpoint (no {_STATE_KEY})"
@@ -117,15 +132,74 @@ def load_checkpoint(file_name: str | os.PathLike[str]) -> dict[str, Any]:
         raise _unreadable(path, exc) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path!r} is an .npz file but not an epochal TF checkpoint")
-    state["model"] = [arrays[f"model/{i}"] for i in range(state.get("model", 0))]
+    state["model"] = _array_list(path, arrays, "model", state.get("model", 0))
+    optimizers = state.get("optimizers") or {}
+    if not isinstance(optimizers, Mapping):
+        raise checkpoint_value_error(path, "'optimizers'", optimizers, "a table of counts")
     state["optimizers"] = {
-        name: [arrays[f"optimizers/{name}/{i}"] for i in range(count)]
-        for name, count in (state.get("optimizers") or {}).items()
+        name: _array_list(path, arrays, f"optimizers/{name}", count)
+        for name, count in optimizers.items()
     }
+    paths = state.get("model_paths")
+    if paths is not None and (
+        not isinstance(paths, list) or not all(isinstance(p, str) for p in paths)
+    ):
+        raise checkpoint_value_error(path, "'model_paths'", paths, "a list of variable paths")
     if state.get("rng") is not None:
+        if not isinstance(state["rng"], dict):
+            raise checkpoint_value_error(path, "'rng'", state["rng"], "a table of RNG states")
         prefix = "rng/"
         state["rng"].update({k[len(prefix) :]: v for k, v in arrays.items() if k[:4] == prefix})
+        problem = _rng_problem(state["rng"])
+        if problem is not None:
+            raise checkpoint_value_error(path, *problem)
+    check_core_state(path, state)
     return state
+
+
+def _array_list(path: str, arrays: Mapping[str, np.ndarray], prefix: str, count: Any) -> list:
+    """The ``count`` arrays ``<prefix>/0``, ``<prefix>/1``...; a count that is not a
+    non-negative integer, or a missing array, names the file and the key."""
+    key = prefix.replace("/", ".")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise checkpoint_value_error(path, repr(key), count, "the number of its arrays")
+    missing = [f"{prefix}/{i}" for i in range(count) if f"{prefix}/{i}" not in arrays]
+    if missing:
+        raise checkpoint_value_error(
+            path, repr(key), count, f"the number of its arrays (missing: {missing[:3]})"
+        )
+    return [arrays[f"{prefix}/{i}"] for i in range(count)]
+
+
+def _rng_problem(rng: Mapping[str, Any]) -> tuple[str, Any, str] | None:
+    """``(key, value, wanted)`` for the first part of ``rng`` that :func:`restore_rng_state`
+    could not take, else ``None``."""
+    numpy_state = rng.get("numpy")
+    if not (
+        isinstance(numpy_state, list)
+        and len(numpy_state) == 4
+        and isinstance(numpy_state[0], str)
+        and all(isinstance(v, numbers.Real) for v in numpy_state[1:])
+    ):
+        return "'rng.numpy'", numpy_state, "[name, position, has_gauss, cached]"
+    keys = rng.get("numpy_keys")
+    if not isinstance(keys, np.ndarray) or keys.shape != (624,) or keys.dtype.kind not in "iu":
+        return "'rng.numpy_keys'", keys, "the 624 integer keys of numpy's generator"
+    python_state = rng.get("python")
+    if not (
+        isinstance(python_state, list)
+        and len(python_state) == 3
+        and isinstance(python_state[0], int)
+        and isinstance(python_state[1], list)
+        and len(python_state[1]) == len(random.getstate()[1])
+        and all(isinstance(v, int) for v in python_state[1])
+        and (python_state[2] is None or isinstance(python_state[2], numbers.Real))
+    ):
+        return "'rng.python'", python_state, "[version, state, gauss_next] of random.getstate()"
+    keras_global = rng.get("keras_global")
+    if keras_global is not None and not isinstance(keras_global, np.ndarray):
+        return "'rng.keras_global'", keras_global, "an array (Keras' global seed state)"
+    return None
 
 
 def _unreadable(path: str, exc: BaseException) -> CheckpointError:

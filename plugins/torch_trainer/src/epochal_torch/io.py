@@ -7,20 +7,24 @@ crafted checkpoint cannot run code; a file that is truncated, foreign or crafted
 
 from __future__ import annotations
 
+import numbers
 import os
 import pickle
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
 from epochal.errors import CheckpointError
-from epochal.files import atomic_write, os_error_in, write_error_message
+from epochal.files import atomic_write, open_run_file, os_error_in, write_error_message
+from epochal.runs import check_core_state, checkpoint_value_error
 
 __all__ = [
     "CheckpointError",
     "check_fits",
+    "check_state",
     "load_checkpoint",
     "restore_rng_state",
     "rng_state",
@@ -49,12 +53,21 @@ def save_checkpoint(file_name: str | os.PathLike[str], state: dict[str, Any]) ->
 def load_checkpoint(
     file_name: str | os.PathLike[str], map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (only tensors and plain data)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (only tensors and plain data).
+
+    The file is opened without following a link and without blocking on a FIFO (either is
+    refused, naming the file), and what it holds is checked key by key (:func:`check_state`).
+    """
     path = os.fspath(file_name)
-    if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        handle = open_run_file(path, "rb")
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path!r} does not exist") from None
+    except OSError as exc:  # no permission, an I/O error
+        raise CheckpointError(f"checkpoint {path!r} cannot be opened: {exc.strerror}") from exc
+    try:
+        with handle:
+            state = torch.load(handle, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"checkpoint {path!r} was refused: it holds objects other than tensors and plain "
@@ -69,7 +82,83 @@ def load_checkpoint(
         ) from exc
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path!r} is a torch file but not an epochal checkpoint")
+    check_state(path, state)
     return state
+
+
+def _tensors(value: Any) -> bool:
+    """A table of names to tensors (a module's ``state_dict``)."""
+    return isinstance(value, Mapping) and all(
+        isinstance(key, str) and isinstance(item, torch.Tensor) for key, item in value.items()
+    )
+
+
+def _rng_problem(rng: Any) -> tuple[str, Any, str] | None:
+    """``(key, value, wanted)`` for the first part of ``rng`` that :func:`restore_rng_state`
+    could not take, else ``None``."""
+    if not isinstance(rng, Mapping):
+        return "'rng'", rng, "a table of RNG states"
+    torch_state = rng.get("torch")
+    if (
+        not isinstance(torch_state, torch.Tensor)
+        or torch_state.dtype != torch.uint8
+        or torch_state.shape != torch.get_rng_state().shape
+    ):
+        return "'rng.torch'", torch_state, "the uint8 tensor of torch.get_rng_state()"
+    cuda = rng.get("cuda", [])
+    if not isinstance(cuda, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in cuda):
+        return "'rng.cuda'", cuda, "a list of uint8 tensors"
+    numpy_state = rng.get("numpy")
+    if not (
+        isinstance(numpy_state, (list, tuple))
+        and len(numpy_state) == 5
+        and isinstance(numpy_state[0], str)
+        and isinstance(numpy_state[1], torch.Tensor)
+        and numpy_state[1].shape == (624,)
+        and all(isinstance(v, numbers.Real) for v in numpy_state[2:])
+    ):
+        return "'rng.numpy'", numpy_state, "[name, 624 keys, position, has_gauss, cached]"
+    python_state = rng.get("python")
+    if not (
+        isinstance(python_state, (list, tuple))
+        and len(python_state) == 3
+        and isinstance(python_state[0], int)
+        and isinstance(python_state[1], (list, tuple))
+        and len(python_state[1]) == len(random.getstate()[1])
+        and all(isinstance(v, int) for v in python_state[1])
+        and (python_state[2] is None or isinstance(python_state[2], numbers.Real))
+    ):
+        return "'rng.python'", python_state, "[version, state, gauss_next] of random.getstate()"
+    return None
+
+
+def check_state(path: str, state: Mapping[str, Any]) -> None:
+    """Refuse a loaded checkpoint whose values the trainer could not take (a crafted or
+    altered file): a :class:`CheckpointError` naming the file and the key."""
+    model = state["model"]
+    if not _tensors(model):
+        raise checkpoint_value_error(path, "'model'", model, "a table of names to tensors")
+    optimizers = state.get("optimizers", {})
+    if not isinstance(optimizers, Mapping):
+        raise checkpoint_value_error(path, "'optimizers'", optimizers, "a table of optimizers")
+    for name, saved in optimizers.items():
+        if not (
+            isinstance(saved, Mapping)
+            and isinstance(saved.get("state"), Mapping)
+            and isinstance(saved.get("param_groups"), (list, tuple))
+            and all(isinstance(group, Mapping) for group in saved["param_groups"])
+        ):
+            raise checkpoint_value_error(
+                path, f"'optimizers.{name}'", saved, "an optimizer's state_dict()"
+            )
+    scaler = state.get("scaler")
+    if scaler is not None and not isinstance(scaler, Mapping):
+        raise checkpoint_value_error(path, "'scaler'", scaler, "a grad scaler's state_dict()")
+    if state.get("rng"):
+        problem = _rng_problem(state["rng"])
+        if problem is not None:
+            raise checkpoint_value_error(path, *problem)
+    check_core_state(path, state)
 
 
 def rng_state() -> dict[str, Any]:
