@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
+import sys
 import tomllib
 
 import numpy as np
@@ -201,8 +203,56 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     experiment = Experiment.from_config(_config(tmp_path))
-    with pytest.raises(ConfigError, match="has no checkpoint_last"):
+    with pytest.raises(ConfigError, match=r"has no checkpoint_last and no config\.toml") as info:
         experiment.resume(tmp_path / "empty")
+    assert f"epochal train --run-dir {tmp_path / 'empty'}" in str(info.value)
+    with pytest.raises(ConfigError, match="does not exist"):
+        experiment.resume(tmp_path / "nowhere")
+    assert os.listdir(tmp_path / "empty") == [] and not (tmp_path / "nowhere").exists()
+
+
+def _killed_mid_write(path):
+    """What ``kill -9`` during an atomic write leaves: the writer's partial temporary file."""
+    code = (
+        "import os, signal, sys\n"
+        "from epochal.files import atomic_write\n"
+        "with atomic_write(sys.argv[1]) as handle:\n"
+        "    handle.write(b'partial')\n"
+        "    handle.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", code, str(path)], timeout=60)
+    assert killed.returncode == -9
+
+
+def test_resume_of_a_run_killed_in_its_first_checkpoint_write_trains_from_epoch_1(tmp_path):
+    """A run folder with config.toml, summary.json "running" and the partial first
+    checkpoint_last of a killed writer, but no checkpoint: ``resume`` trains it from epoch 1
+    in that folder and ends as the uninterrupted run (bitwise on the CPU)."""
+    whole = Experiment.from_config(_config(tmp_path / "a", epochs=2))
+    whole.run(run_dir=tmp_path / "whole")
+    expected = torch.load(tmp_path / "whole" / "checkpoint_last.pt", weights_only=True)
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.toml").write_bytes((tmp_path / "whole" / "config.toml").read_bytes())
+    (killed / "summary.json").write_text(json.dumps({"status": "running", "pid": 999999}))
+    _killed_mid_write(killed / "checkpoint_last.pt")
+    (partial,) = [name for name in os.listdir(killed) if name.endswith(".tmp")]
+    assert partial.startswith(".checkpoint_last.pt.")
+
+    again = Experiment.from_config(str(killed / "config.toml"))
+    again.resume(killed, num_epochs=2)
+    resumed = torch.load(killed / "checkpoint_last.pt", weights_only=True)
+    assert resumed["epoch"] == 2
+    for key, value in expected["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert not [name for name in os.listdir(killed) if name.endswith(".tmp")]
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["resumed_at_epoch"] == 1
+    assert summary["previous_run"] == "ended without a word (pid 999999)"
+    with open(killed / "metrics.csv") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
 
 
 def test_api_with_objects_datasets_test_and_pytorch_experiment(tmp_path, digits_split):

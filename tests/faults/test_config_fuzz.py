@@ -2,7 +2,9 @@
 
 A hypothesis strategy takes the default config and applies ONE mutation that makes it invalid:
 a value of a wrong type (any key of known type, nested ones included), an unknown key at any
-level, an unknown registry name, a missing config file, or text that is not TOML. Each is run
+level, an unknown registry name, a missing config file, text that is not TOML, or a value of
+the right type that no key may hold (a NUL byte in any string, any value nested more than
+``MAX_DEPTH`` deep, a seed outside ``0 .. 2**32 - 1``). Each is run
 through ``epochal.cli.main`` in this process (fast); a few fixed ones run as real subprocesses.
 """
 
@@ -28,6 +30,7 @@ from epochal.cli import main
 from epochal.components import component_names
 from epochal.config import SCHEMA, load_config
 from epochal.experiment import TRAINING_KEYS
+from epochal.limits import MAX_DEPTH, SEED_MAX
 from epochal.registry import callbacks, datasets, samplers, trainers
 from epochal.testing import run_epochal
 
@@ -209,9 +212,35 @@ def malformed_toml(draw: st.DrawFn) -> Case:
     return Case("malformed TOML", "job.toml", text=broken)
 
 
+STRING_KEYS = sorted(key for key, value in _leaves(BASE) if isinstance(value, str))
+
+
+@st.composite
+def bad_value(draw: st.DrawFn) -> Case:
+    """A value of the right type that is refused anyway, named by its key."""
+    config = copy.deepcopy(BASE)
+    how = draw(st.sampled_from(["NUL", "nested", "seed"]))
+    if how == "NUL":  # in any string: a name, a path, a registry name
+        key = draw(st.sampled_from(STRING_KEYS))
+        value = dict(_leaves(config))[key]
+        at = draw(st.integers(0, len(value)))
+        _set(config, key, value[:at] + "\x00" + value[at:])
+        return Case("bad value", key, config)
+    if how == "nested":  # any key, wrapped in more lists than a config may nest
+        key = draw(st.sampled_from(sorted(TYPED_KEYS)))
+        value = dict(_leaves(config))[key] if key in dict(_leaves(config)) else 1
+        for _ in range(draw(st.integers(MAX_DEPTH, MAX_DEPTH + 20))):
+            value = [value]
+        _set(config, key, value)
+        return Case("bad value", key, config, epochs_option=key != "training.num_epochs")
+    seed = draw(st.one_of(st.integers(-(2**63), -1), st.integers(SEED_MAX + 1, 2**63 - 1)))
+    _set(config, "experiment.seed", seed)
+    return Case("bad value", "experiment.seed", config)
+
+
 #: One mutation each; wrong types twice as often (the most keys to cover).
 mutations = st.sampled_from(
-    [wrong_type, wrong_type, unknown_key, unknown_name, missing_file, malformed_toml]
+    [wrong_type, wrong_type, unknown_key, unknown_name, missing_file, malformed_toml, bad_value]
 ).flatmap(lambda mutation: mutation())
 
 # -- running ------------------------------------------------------------------------------------

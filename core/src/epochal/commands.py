@@ -172,6 +172,14 @@ def _load(
 ) -> Any:
     from epochal.experiment import Experiment
 
+    # `--set key value`: click took the value for the CONFIG argument, which does not exist
+    stray = config and not config.endswith(".toml") and not os.path.exists(config)
+    for override in overrides:
+        if stray and "=" not in override:
+            raise ConfigError(
+                f"--set {override} {config}: write the value after an = sign, without "
+                f"spaces: --set {override}={config}"
+            )
     extra = list(overrides)
     if backend:
         extra.append(f"experiment.backend={backend}")
@@ -180,6 +188,53 @@ def _load(
     if seed is not None:
         extra.append(f"experiment.seed={seed}")
     return Experiment.from_config(config, extra)
+
+
+def _is_epochal_scratch(name: str) -> bool:
+    """The run folder's lock, or a temporary file of an atomic write (which a killed writer
+    leaves): nothing a run saved."""
+    from epochal.runs import LOCK_FILE
+
+    return name == LOCK_FILE or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def _check_new_run_dir(run_dir: str) -> bool:
+    """May ``train --run-dir`` use ``run_dir``? A new or empty folder (but for a lock and
+    temporary files), or a run that saved no checkpoint (``True``: it restarts there); a
+    folder with checkpoints belongs to ``epochal resume``; anything else is refused."""
+    if not os.path.isdir(run_dir):
+        return False
+    names = [name for name in os.listdir(run_dir) if not _is_epochal_scratch(name)]
+    if not names:
+        return False
+    has_config = "config.toml" in names
+    if any(name.startswith("checkpoint_") for name in names):
+        if has_config:
+            raise ConfigError(
+                f"--run-dir {run_dir} is not empty: it holds a run with checkpoints; continue "
+                f"it with `epochal resume {_quote(run_dir)}`, or choose a new folder"
+            )
+        raise ConfigError(
+            f"--run-dir {run_dir} is not empty: it holds checkpoints but no config.toml; "
+            "choose a new folder"
+        )
+    if not has_config:
+        raise ConfigError(
+            f"--run-dir {run_dir} is not empty and is not an epochal run folder (no "
+            "config.toml); choose a new or an empty folder"
+        )
+    return True
+
+
+def _announce_restart(run_dir: str, message: str) -> None:
+    """Say that a run without a checkpoint starts again from epoch 1, once its folder is
+    known to be free (a run in its first epoch holds it: that error comes first)."""
+    if process_role() is None:  # one process; ranks would take the lock from each other
+        from epochal.runs import run_lock
+
+        with run_lock(run_dir):
+            pass
+    _echo(f"epochal: {message}")
 
 
 def _run_dir_config(run_dir: str) -> str:
@@ -211,12 +266,16 @@ def train_command(
 
             click.echo(tomli_w.dumps(experiment.config), nl=False)
             return
-        if run_dir and os.path.isdir(run_dir) and os.listdir(run_dir):
-            raise ConfigError(
-                f"--run-dir {run_dir} is not empty; continue that run with "
-                f"`epochal resume {run_dir}`, or choose a new folder"
-            )
+        # before the data are built and before a run folder is made
+        experiment._check_output_dir(run_dir, "--run-dir")
+        restart = bool(run_dir) and _check_new_run_dir(run_dir)
         _launched(experiment, nproc)
+        if restart:
+            _announce_restart(
+                run_dir,
+                f"{run_dir} holds a run that saved no checkpoint (it stopped in its first "
+                "epoch): training in it from epoch 1",
+            )
         train, val = experiment._data(None, None)
     source = config or "the default job (MLP on digits)"
     processes = os.environ.get("WORLD_SIZE", "1") if process_role() else "1"
@@ -233,7 +292,16 @@ def resume_command(run_dir: str, epochs: int | None, debug: bool, nproc: int | N
         from epochal.experiment import Experiment
 
         experiment = Experiment.from_config(_run_dir_config(run_dir))
+        experiment._check_output_dir(run_dir, "RUN_DIR")
         _launched(experiment, nproc)
+        from epochal.runs import checkpoint_file
+
+        if checkpoint_file(run_dir, "checkpoint_last") is None:
+            _announce_restart(
+                run_dir,
+                f"{run_dir} has no checkpoint_last (the run stopped before its first epoch "
+                "ended): training it from epoch 1 in the same folder",
+            )
         train, val = experiment._data(None, None)
     with _phase(debug, EXIT_FAILED):
         experiment.resume(run_dir, train, val, num_epochs=epochs, handle_signals=True)
@@ -279,6 +347,7 @@ def kfold_command(
     """Cross-validate CONFIG: train and test on each of --folds folds, then mean and std."""
     with _phase(debug, EXIT_USAGE):
         experiment = _load(config, backend, epochs, seed, overrides)
+        experiment._check_output_dir(run_dir, "--run-dir")
         _launched(experiment, nproc)
         from epochal.build import build_dataset
 

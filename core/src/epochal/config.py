@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -17,6 +18,7 @@ from typing import Any
 
 from epochal.components import toml_type_name
 from epochal.errors import ConfigError
+from epochal.limits import MAX_DEPTH, check_seed
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -113,15 +115,68 @@ def parse_toml(text: str, origin: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{origin} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level: ~500 nested [ or { exhaust it
+        found = _too_deep(text)
+        where = f" line {found[0]}: the value of {found[1] or 'a key'}" if found else " a value"
+        raise ConfigError(
+            f"{origin}{where} nests lists or inline tables far more than {MAX_DEPTH} deep; "
+            f"a config may nest at most {MAX_DEPTH} levels"
+        ) from None
+
+
+_HEADER = re.compile(r"\s*\[\[?\s*([^\[\]=]*?)\s*\]\]?\s*(#.*)?$")
+
+
+def _too_deep(text: str) -> tuple[int, str] | None:
+    """``(line, key)`` of the first value in TOML ``text`` that nests lists or inline tables
+    more than :data:`MAX_DEPTH` deep: a rough scan (strings and comments skipped) that names
+    the key when the parser itself cannot."""
+    depth, table, key, quote = 0, "", "", ""
+    for number, row in enumerate(text.splitlines(), 1):
+        header = _HEADER.match(row) if depth == 0 and not quote else None
+        if header:
+            table = header.group(1)
+            continue
+        index = 0
+        while index < len(row):
+            char = row[index]
+            if quote:
+                if char == "\\" and quote[0] == '"':
+                    index += 1  # an escaped character
+                elif row.startswith(quote, index):
+                    index += len(quote) - 1
+                    quote = ""
+            elif char == "#":
+                break
+            elif char in "\"'":
+                quote = char * 3 if row.startswith(char * 3, index) else char
+                index += len(quote) - 1
+            elif char == "=" and depth == 0:
+                name = row[:index].strip()
+                key = f"{table}.{name}" if table else name
+            elif char in "[{":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return number, key
+            elif char in "]}":
+                depth = max(depth - 1, 0)
+            index += 1
+        if len(quote) == 1:
+            quote = ""  # a one-line string ends with its line
+    return None
 
 
 def load_config(config: Any = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """A checked config from a TOML path, a dict, or the embedded default (``None``), with
     ``"dotted.key=value"`` overrides applied (values in TOML syntax; bare words are strings)."""
+    overrides = list(overrides)
+    for override in overrides:  # a malformed --set is named before the file is read
+        _split_override(override)
     if config is None:
         loaded = parse_toml(default_text(), "the default config")
         loaded["experiment"]["backend"] = default_backend()
     elif isinstance(config, Mapping):
+        _check_values(config, "", 0)  # before deepcopy, which recursion would end
         loaded = copy.deepcopy(dict(config))
     else:
         path = os.fspath(config)
@@ -140,17 +195,16 @@ def load_config(config: Any = None, overrides: Iterable[str] = ()) -> dict[str, 
 
 def apply_override(config: dict[str, Any], override: str) -> None:
     """Set ``a.b.c=value`` in ``config`` (creating tables on the way)."""
-    key, sep, raw = override.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(
-            f"--set {override!r}: expected KEY=VALUE with a dotted key, e.g. "
-            "--set training.optimizer_params.lr=0.01"
-        )
+    key, raw = _split_override(override)
     try:
-        value = tomllib.loads(f"value = {raw.strip()}")["value"]
+        value = tomllib.loads(f"value = {raw}")["value"]
     except tomllib.TOMLDecodeError:
-        value = raw.strip()  # a bare word: a string
+        value = raw  # a bare word: a string
+    except RecursionError:  # ~500 nested [ or {: tomllib recurses once per level
+        raise ConfigError(
+            f"--set {key}: the value nests lists or inline tables far more than {MAX_DEPTH} "
+            f"deep; a config may nest at most {MAX_DEPTH} levels"
+        ) from None
     *parents, last = key.split(".")
     node = config
     for depth, part in enumerate(parents):
@@ -160,6 +214,50 @@ def apply_override(config: dict[str, Any], override: str) -> None:
             raise ConfigError(f"--set {key}: {where} is a value, not a table")
         node = child
     node[last] = value
+
+
+def _split_override(override: str) -> tuple[str, str]:
+    """``KEY=VALUE`` as ``(key, value text)``, or a :class:`ConfigError` that shows the form."""
+    key, sep, raw = override.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(
+            f"--set {override!r}: expected KEY=VALUE with a dotted key, e.g. "
+            "--set training.optimizer_params.lr=0.01"
+        )
+    return key, raw.strip()
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_values(node: Any, key: str, depth: int) -> None:
+    """No string (nor key) holds a NUL byte, which no name or path may hold; nothing nests
+    more than :data:`MAX_DEPTH` tables and lists deep (recursion in every later walk)."""
+    if depth > MAX_DEPTH:
+        raise ConfigError(
+            f"{_shorten(key)} nests tables or lists more than {MAX_DEPTH} deep; a config may "
+            f"nest at most {MAX_DEPTH} levels"
+        )
+    if isinstance(node, str):
+        if "\x00" in node:
+            raise ConfigError(
+                f"{_shorten(key)} = {_shorten(repr(node))} contains a NUL byte (\\x00), which "
+                "no name, path or value of a config may hold"
+            )
+    elif isinstance(node, Mapping):
+        for name, value in node.items():
+            dotted = f"{key}.{name}" if key else str(name)
+            if "\x00" in str(name):
+                raise ConfigError(
+                    f"the key {_shorten(repr(dotted))} contains a NUL byte (\\x00), which no "
+                    "key of a config may hold"
+                )
+            _check_values(value, dotted, depth + 1)
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            _check_values(value, f"{key}[{index}]", depth + 1)
 
 
 def _check_type(key: str, value: Any, expected: str) -> None:
@@ -200,6 +298,7 @@ def _check_trusted_modules(modules: list[Any]) -> None:
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
     """Types, unknown keys and ranges; fills in the defaults. Names are checked on use."""
+    _check_values(config, "", 0)
     for table, value in config.items():
         if table not in SCHEMA:
             raise _unknown(table, table, SCHEMA)
@@ -227,6 +326,7 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
         table, key = dotted.split(".")
         if key in config[table] and config[table][key] < 1:
             raise ConfigError(f"{dotted} must be at least 1, got {config[table][key]}")
+    check_seed(config["experiment"]["seed"], "experiment.seed (--seed)")
     if config["data"]["num_workers"] < 0:
         raise ConfigError(f"data.num_workers must be >= 0, got {config['data']['num_workers']}")
     split = config["data"]["val_split"]

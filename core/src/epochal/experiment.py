@@ -12,6 +12,7 @@ import contextlib
 import datetime as _dt
 import os
 import re
+import reprlib
 import sys
 import time
 import warnings
@@ -27,6 +28,7 @@ from epochal.errors import ConfigError, EpochalError
 from epochal.files import atomic_write, remove_stale_temp_files
 from epochal.interrupt import TrainingInterrupted, stop_on_signals
 from epochal.kfold import KFoldResult, cross_validate
+from epochal.limits import check_output_dir, check_seed
 from epochal.params import Parameters
 from epochal.runs import (
     RunRecorder,
@@ -98,12 +100,14 @@ class Experiment:
         training = params.training_kwargs
         self.n_epochs = n_epochs or training.get("num_epochs") or training.get("n_epochs")
         self.name = name or getattr(self.model_cls, "__name__", "experiment")
+        if "\x00" in self.name:  # a folder name: refused now, not when the run folder is made
+            raise ConfigError(f"name {self.name!r} contains a NUL byte (\\x00)")
         self.save_path = os.fspath(save_path) if save_path is not None else "runs"
         self.key_mapping = dict(key_mapping) if key_mapping else None
         self.val_score_key = val_score_key or training.get("val_score_key") or self._first_score()
         self.optim_builder = optim_builder
         self.checkpoint_freq = checkpoint_freq
-        self.seed: int | None = kwargs.pop("seed", None)
+        self.seed: int | None = check_seed(kwargs.pop("seed", None), "seed")
         self.val_score_mode: str | None = kwargs.pop("val_score_mode", None)
         self.kwargs = kwargs
         #: The resolved config this experiment was built from (set by ``from_config``); lets
@@ -155,7 +159,19 @@ class Experiment:
             seed_everything(self.trainer_cls, self.seed)
         model_kwargs = (params or self.params).model_kwargs
         check_kwargs(self.model_cls, model_kwargs, "model")
-        return self.model_cls(**model_kwargs)
+        try:
+            return self.model_cls(**model_kwargs)
+        except (TypeError, ValueError, OverflowError, RuntimeError, MemoryError) as exc:
+            if isinstance(exc, EpochalError):
+                raise
+            # The model refused its arguments (hidden = [-1]; a size torch cannot allocate):
+            # the config's [model] table, named, and not a failed training (exit 2, not 1).
+            named = [key for key in model_kwargs if re.search(rf"\b{re.escape(key)}\b", str(exc))]
+            where = ", ".join(f"model.{key}" for key in named) or "model"
+            name = getattr(self.model_cls, "__qualname__", None) or repr(self.model_cls)
+            call = ", ".join(f"{key}={reprlib.repr(value)}" for key, value in model_kwargs.items())
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"{where}: {name}({call}) failed: {cause}") from exc
 
     def setup(self, params: Parameters | None = None, training: bool = True, **kwargs: Any) -> Any:
         """A trainer for a fresh network (delira's ``setup``); ``kwargs`` go to the trainer."""
@@ -215,10 +231,12 @@ class Experiment:
         group's ``batch_size``); left out, they come from the config. ``handle_signals=True``
         makes SIGTERM and Ctrl-C stop at the next batch boundary with a checkpoint to resume
         from (:class:`~epochal.interrupt.TrainingInterrupted` is raised). A run folder held by
-        another process is refused.
+        another process is refused, and so is one that cannot be written (before the data
+        are built).
         """
         num_epochs = self._epochs(kwargs.pop("num_epochs", None))
         handle_signals = kwargs.pop("handle_signals", False)
+        self._check_output_dir(run_dir)
         train, val = self._data(train_data, val_data)
         with self._processes(params, kwargs) as collective:
             callbacks = self._callbacks(_batches_per_rank(train, collective))
@@ -233,8 +251,18 @@ class Experiment:
                 trainer.register_callback(callback)
             with own_run_dir(run_dir, collective):
                 if collective.is_main:
+                    remove_stale_temp_files(run_dir)  # a run_dir whose first run was killed
                     self._write_config(run_dir, params)
                 return self._train(trainer, run_dir, train, val, num_epochs, handle_signals)
+
+    def _check_output_dir(self, run_dir: Any = None, key: str = "run_dir") -> None:
+        """Refuse (:class:`ConfigError`) a ``run_dir``, else a ``save_path``, that cannot hold a
+        run: a file on the way, a read-only file system, no write permission, ``/proc``."""
+        if run_dir:
+            check_output_dir(run_dir, key)
+        else:
+            key = "experiment.save_path" if self.config is not None else "save_path"
+            check_output_dir(self.save_path, key)
 
     @contextlib.contextmanager
     def _processes(self, params: Parameters | None, kwargs: Mapping[str, Any]) -> Any:
@@ -261,14 +289,24 @@ class Experiment:
         handle_signals: bool = False,
     ) -> Any:
         """Continue the run in ``run_dir`` from its ``checkpoint_last`` to ``num_epochs``
-        (mid-epoch, if it was stopped there). ``handle_signals``: see :meth:`run`."""
+        (mid-epoch, if it was stopped there). ``handle_signals``: see :meth:`run`.
+
+        A run folder with ``config.toml`` but no ``checkpoint_last`` (a run stopped before
+        its first epoch ended, e.g. killed while it wrote its first checkpoint) is trained
+        from epoch 1 in the same folder, as :meth:`run` would have: nothing was saved to
+        continue from, and there is nothing else to lose.
+        """
         run_dir = os.fspath(run_dir)
-        last = self._find_checkpoint(run_dir, "checkpoint_last")
-        if last is None:
+        if not os.path.isdir(run_dir):
+            raise ConfigError(f"run folder {run_dir!r} does not exist")
+        if not os.path.isfile(os.path.join(run_dir, "config.toml")) and (
+            self._find_checkpoint(run_dir, "checkpoint_last") is None
+        ):
             raise ConfigError(
-                f"{run_dir} has no checkpoint_last: it never finished an epoch. Start it again "
-                f"with `epochal train`."
+                f"{run_dir} has no checkpoint_last and no config.toml: no run started there. "
+                f"Train one in it with `epochal train --run-dir {run_dir}`"
             )
+        check_output_dir(run_dir, "run_dir")
         train, val = self._data(train_data, val_data)
         seed_everything(self.trainer_cls, self.seed or 0)
         with self._processes(None, {}) as collective:
@@ -279,12 +317,16 @@ class Experiment:
                 if collective.is_main:
                     remove_stale_temp_files(run_dir)  # left by a process killed mid-write
                 collective.barrier()
-                try:
-                    trainer.update_state(last)
-                except EpochalError as exc:  # a truncated, foreign or other-model file
-                    raise ConfigError(str(exc)) from exc
-                if collective.is_main:
-                    reconcile_best(trainer, run_dir)
+                # looked for while the folder is held: a run that just ended is not restarted
+                last = self._find_checkpoint(run_dir, "checkpoint_last")
+                if last is not None:
+                    try:
+                        trainer.update_state(last)
+                    except EpochalError as exc:  # a truncated, foreign or other-model file
+                        raise ConfigError(str(exc)) from exc
+                    if collective.is_main:
+                        reconcile_best(trainer, run_dir)
+                # else: the fresh trainer starts at epoch 1 (``resumed_at_epoch`` = 1)
                 return self._train(trainer, run_dir, train, val, num_epochs, handle_signals, True)
 
     def _epochs(self, num_epochs: int | None) -> int:
@@ -444,6 +486,8 @@ class Experiment:
             raise ConfigError(f"split_type must be 'random' or 'stratified', got {split_type!r}")
         if isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 2:
             raise ConfigError(f"num_splits must be an integer >= 2, got {num_splits!r}")
+        check_seed(random_seed, "random_seed")
+        self._check_output_dir(run_dir)
         dataset = self._kfold_dataset(data)
         seed = random_seed if random_seed is not None else self.seed
         with self._processes(None, {}) as collective:  # one root folder, named by rank 0

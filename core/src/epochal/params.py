@@ -190,6 +190,8 @@ class Parameters:
             raise ConfigError(f"parameter file {path!r} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        except RecursionError:  # ~500 nested [ or {: tomllib recurses once per level
+            raise ConfigError(f"{path} nests lists or inline tables too deeply to read") from None
         return cls.from_dict(tree)
 
     def __eq__(self, other: object) -> bool:

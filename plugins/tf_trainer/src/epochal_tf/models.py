@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from epochal.limits import cnn_channels, mlp_widths
 from epochal_tf._tf import keras
 
 __all__ = ["MLP", "SmallCNN"]
@@ -28,8 +29,10 @@ class MLP(keras.Sequential):
         dropout: float = 0.0,
         name: str = "mlp",
     ) -> None:
+        # Checked first: hidden = [-1] or [10**9] fails at once, naming the argument.
+        widths = mlp_widths("MLP", in_features, hidden, num_classes)
         layers: list[keras.layers.Layer] = [keras.Input((in_features,))]
-        for size in hidden:
+        for size in widths[1:-1]:
             layers.append(keras.layers.Dense(size, activation="relu"))
             if dropout:
                 layers.append(keras.layers.Dropout(dropout))
@@ -56,11 +59,12 @@ class SmallCNN(keras.Sequential):
         channels: Sequence[int] = (16, 32),
         name: str = "small_cnn",
     ) -> None:
+        widths = cnn_channels("SmallCNN", in_channels, num_classes, channels)
         layers: list[keras.layers.Layer] = [
             keras.Input((in_channels, None, None)),
             keras.layers.Permute((2, 3, 1)),  # to channels-last: TF's CPU convolutions need it
         ]
-        for size in channels:
+        for size in widths[1:]:
             layers += [
                 keras.layers.Conv2D(size, 3, padding="same", use_bias=False),
                 keras.layers.BatchNormalization(),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from epochal.limits import cnn_channels, mlp_widths
 
 __all__ = ["MLP", "SmallCNN"]
 
@@ -28,14 +31,14 @@ class MLP(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        # Checked first: hidden = [-1] or [10**9] fails at once, naming the argument.
+        *widths, num_classes = mlp_widths("MLP", in_features, hidden, num_classes)
         layers: list[nn.Module] = [nn.Flatten()]
-        width = in_features
-        for size in hidden:
+        for width, size in itertools.pairwise(widths):
             layers += [nn.Linear(width, size), nn.ReLU()]
             if dropout:
                 layers.append(nn.Dropout(dropout))
-            width = size
-        layers.append(nn.Linear(width, num_classes))
+        layers.append(nn.Linear(widths[-1], num_classes))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,9 +58,10 @@ class SmallCNN(nn.Module):
         self, in_channels: int = 1, num_classes: int = 10, channels: Sequence[int] = (16, 32)
     ) -> None:
         super().__init__()
+        widths = cnn_channels("SmallCNN", in_channels, num_classes, channels)
         blocks: list[nn.Module] = []
         width = in_channels
-        for size in channels:
+        for size in widths[1:]:
             blocks += [
                 nn.Conv2d(width, size, 3, padding=1, bias=False),
                 nn.BatchNorm2d(size),
