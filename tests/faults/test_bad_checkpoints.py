@@ -1,19 +1,22 @@
 """Bad checkpoints through the command line: ``epochal resume`` and ``epochal predict``.
 
 A 1-epoch run is trained once; each test copies it and replaces ``checkpoint_last.pt`` with
-a crafted pickle (whose payload must not run), a truncated copy, a foreign file, or the
-checkpoint of another architecture. Every command exits non-zero with one line naming the
-file (or the mismatching keys), and no traceback. The API-level refusals are tested in
-``plugins/torch_trainer/tests/test_checkpoints.py``.
+a crafted pickle (whose payload must not run), a truncated copy, a foreign file, the
+checkpoint of another architecture, or a pickle-free file with values of the wrong type or
+range (``epoch = -5``, ``epoch = "x"``, ``model = [1, 2, 3]``; also as a TF ``.npz``). Every
+command exits 2 with one line naming the file (and the key, or the mismatching keys), and no
+traceback. The API-level refusals are tested in ``plugins/*/tests/test_checkpoints.py``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from epochal.testing import run_epochal
@@ -132,3 +135,69 @@ def test_a_checkpoint_of_another_architecture_names_the_keys(trained, tmp_path, 
     assert "does not fit this network" in line, line
     assert "(16, 64) in the checkpoint, (128, 64) here" in line, line  # the first layer
     assert "(10, 16) in the checkpoint, (10, 128) here" in line, line  # the last layer
+
+
+@pytest.fixture(scope="module")
+def trained_tf(tmp_path_factory) -> Path:
+    """A finished 1-epoch run of the default job on the TF backend."""
+    pytest.importorskip("epochal_tf")
+    root = tmp_path_factory.mktemp("trained-tf")
+    result = epochal("train", *QUICK, "--backend", "tf", "--run-dir", "run", cwd=root)
+    assert result.returncode == 0, result.stderr
+    return root / "run"
+
+
+def altered_torch(path: Path, key: str, value: object) -> None:
+    """``path`` with ``key`` set to ``value``: saved as a plain dict, no pickled objects."""
+    state = torch.load(path, weights_only=True)
+    state[key] = value
+    torch.save(state, path)
+
+
+def altered_tf(path: Path, key: str, value: object) -> None:
+    """``path`` with ``key`` of its JSON part set to ``value``, written with ``np.savez``."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    state = json.loads(str(arrays["__state__"]))
+    state[key] = value
+    arrays["__state__"] = np.array(json.dumps(state))
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+#: (backend, key, value, command, what the line says about the key)
+ALTERED = [
+    ("torch", "epoch", -5, "resume", "'epoch' must be an integer >= 0, got -5 (int)"),
+    ("torch", "epoch", "x", "predict", "'epoch' must be an integer >= 0, got 'x' (str)"),
+    ("torch", "model", [1, 2, 3], "resume", "'model' must be a table of names to tensors"),
+    ("torch", "model", [1, 2, 3], "predict", "'model' must be a table of names to tensors"),
+    ("tf", "epoch", -5, "predict", "'epoch' must be an integer >= 0, got -5 (int)"),
+    ("tf", "epoch", "x", "resume", "'epoch' must be an integer >= 0, got 'x' (str)"),
+    ("tf", "model", [1, 2, 3], "resume", "'model' must be the number of its arrays"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("backend", "key", "value", "command", "message"),
+    ALTERED,
+    ids=[f"{case[0]}-{case[1]}={case[2]!r}-{case[3]}" for case in ALTERED],
+)
+def test_a_checkpoint_with_a_bad_value_names_the_file_and_the_key(
+    request, tmp_path, backend, key, value, command, message
+):
+    """Pickle-free, so ``weights_only`` / ``allow_pickle=False`` take it: the values are
+    checked key by key before the trainer uses them (a ValueError or AttributeError, exit 1,
+    before)."""
+    source = request.getfixturevalue("trained")["wide"] if backend == "torch" else None
+    source = source or request.getfixturevalue("trained_tf")
+    run = _copy(source, tmp_path)
+    name = "checkpoint_last.pt" if backend == "torch" else "checkpoint_last.tf.npz"
+    (altered_torch if backend == "torch" else altered_tf)(run / name, key, value)
+    before = (run / name).read_bytes()
+
+    line = one_error_line(epochal(*COMMANDS[command]("run"), cwd=tmp_path))
+    assert f"checkpoint run/{name}: {message}" in line, line
+    assert "was not written by epochal or was altered" in line, line
+    assert (run / name).read_bytes() == before
+    assert not (tmp_path / "p.csv").exists()

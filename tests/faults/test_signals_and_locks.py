@@ -137,14 +137,18 @@ def test_sigterm_from_outside_and_a_second_run_in_the_same_folder(tmp_path):
 def test_a_killed_run_does_not_leave_its_folder_locked(tmp_path):
     process = start("train", "--run-dir", "run", "--epochs", "500", *QUICK, cwd=tmp_path)
     try:
-        wait_for(lambda: (tmp_path / "run" / "metrics.csv").exists())
+        # checkpoint_last, not metrics.csv: an epoch's row is written before its checkpoint,
+        # so a kill right after the first row left no checkpoint to resume from
+        wait_for(lambda: (tmp_path / "run" / "checkpoint_last.pt").exists())
     finally:
         process.kill()  # SIGKILL: no clean-up of any kind
         process.communicate(timeout=30)
-    done = epochs_in(tmp_path / "run")[-1]
+    # what resume continues from (metrics.csv may hold one epoch more, trained again)
+    done = torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)["epoch"]
     resumed = epochal("resume", "run", "--epochs", str(done + 1), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert epochs_in(tmp_path / "run")[-1] == done + 1
+    assert f"epoch {done + 1}/{done + 1}" in resumed.stdout, resumed.stdout
+    assert epochs_in(tmp_path / "run") == list(range(1, done + 2))
 
 
 def test_a_plugin_that_breaks_on_import_does_not_stop_training(tmp_path, fake_distribution):
