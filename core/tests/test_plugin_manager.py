@@ -1,15 +1,24 @@
-"""The plugin manager: factory, isolation of broken plugins, the EPOCHAL_* variables."""
+"""The plugin manager: factory, isolation of broken plugins (sys.exit() included), the
+EPOCHAL_* variables, the notice for a slow plugin import."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from epochal import hookimpl
+from epochal import hookimpl, plugins
 from epochal.errors import PluginError
-from epochal.plugins import DEFAULTS_PLUGIN_NAME, PluginWarning, build_plugin_manager
+from epochal.plugins import (
+    DEFAULTS_PLUGIN_NAME,
+    CtrlCWatch,
+    PluginWarning,
+    build_plugin_manager,
+)
 from epochal.registry import datasets, trainers
 
 
@@ -118,3 +127,75 @@ def test_trace_prints_every_hook_call(capfd):
     err = capfd.readouterr().err
     assert "epochal trace: epochal_register_trainers(register=" in err
     assert "GoodPlugin" in err
+
+
+class ExitsInARegistrationHook:
+    @hookimpl
+    def epochal_register_datasets(self, register):
+        sys.exit(3)
+
+
+def test_a_plugin_that_exits_in_a_registration_hook_is_reported_not_fatal():
+    manager = build_plugin_manager(
+        load_entry_points=False, environ={}, plugins=[ExitsInARegistrationHook()]
+    )
+    with pytest.warns(PluginWarning, match=r"epochal_register_datasets: SystemExit\(3\)"):
+        names = datasets(manager)
+    assert "digits" in names  # the other plugins' registrations are kept
+    assert manager.broken["ExitsInARegistrationHook"].error == "SystemExit(3)"
+
+
+def test_ctrl_c_watch_tells_the_users_ctrl_c_from_code_and_restores_the_handler():
+    before = signal.getsignal(signal.SIGINT)
+    with CtrlCWatch() as watch:
+        with pytest.raises(KeyboardInterrupt) as raised:
+            raise KeyboardInterrupt
+        assert watch.raised_by_code(raised.value)
+        assert watch.raised_by_code(SystemExit(0))
+        with pytest.raises(KeyboardInterrupt) as real:
+            os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode, here
+            time.sleep(5)
+        assert not watch.raised_by_code(real.value)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+SLOW_IMPORT = """
+import time
+time.sleep(0.6)
+"""
+
+
+def test_a_slow_import_is_named_once_with_the_way_out(
+    tmp_path, fake_distribution, monkeypatch, capfd
+):
+    fake_distribution(tmp_path, "slowpoke", SLOW_IMPORT)
+    fake_distribution(tmp_path, "quickpoke", "")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(plugins, "SLOW_IMPORT_NOTICE_S", 0.2)
+    try:
+        manager = build_plugin_manager(environ={"EPOCHAL_LOAD_PLUGINS": "slowpoke,quickpoke"})
+    finally:
+        for module in ("slowpoke_plugin", "quickpoke_plugin"):
+            sys.modules.pop(module, None)
+    assert manager.has_plugin("slowpoke") and manager.has_plugin("quickpoke")
+    err = capfd.readouterr().err
+    assert err == (
+        "epochal: still importing plugin 'slowpoke' (module slowpoke_plugin) after 0.2 s; "
+        "start with EPOCHAL_DISABLE_PLUGINS=slowpoke to skip it\n"
+    )
+
+
+def test_a_plugin_that_exits_or_interrupts_at_import_is_reported_and_skipped(
+    tmp_path, fake_distribution, monkeypatch
+):
+    fake_distribution(tmp_path, "exitpoke", "import sys\nsys.exit(3)\n")
+    fake_distribution(tmp_path, "interruptpoke", "raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(PluginWarning) as warned:
+        manager = build_plugin_manager(environ={"EPOCHAL_LOAD_PLUGINS": "exitpoke,interruptpoke"})
+    assert manager.broken["exitpoke"].stage == "import"
+    assert manager.broken["exitpoke"].error == "SystemExit(3)"
+    assert manager.broken["interruptpoke"].error == "KeyboardInterrupt"
+    messages = sorted(str(warning.message) for warning in warned)
+    assert len(messages) == 2 and "'exitpoke'" in messages[0] and "skipped" in messages[0]
+    assert manager.has_plugin(DEFAULTS_PLUGIN_NAME)

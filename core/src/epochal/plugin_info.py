@@ -81,7 +81,7 @@ def _command_names(manager: EpochalPluginManager) -> dict[str, list[str]]:
         caller = single_plugin_caller(manager, "epochal_register_commands", plugin_name)
         try:
             caller(cli=group)
-        except Exception:  # noqa: BLE001 - reported when the CLI adds the commands
+        except (Exception, SystemExit):  # noqa: BLE001 - reported when the CLI adds the commands
             continue
         if group.commands:
             found[plugin_name] = sorted(group.commands)

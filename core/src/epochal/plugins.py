@@ -9,16 +9,26 @@ variables (read when a manager is built):
 ``EPOCHAL_DISABLE_PLUGINS=a,b``  never load these (entry-point or distribution names)
 ``EPOCHAL_STRICT_PLUGINS=1``     a broken plugin is an error instead of a warning
 ``EPOCHAL_TRACE_PLUGINS=1``      print every hook call to stderr
+
+A plugin that raises at import, even ``SystemExit`` (``sys.exit()``) or
+``KeyboardInterrupt``, is reported and skipped; a Ctrl-C of the user's still
+interrupts (:class:`CtrlCWatch` tells the two apart). An import that takes more
+than :data:`SLOW_IMPORT_NOTICE_S` seconds gets one line on stderr naming the
+plugin and ``EPOCHAL_DISABLE_PLUGINS``, so that a hanging plugin is found.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import signal
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import FrameType, TracebackType
 from typing import IO, Any
 
 import pluggy
@@ -31,15 +41,21 @@ ENTRY_POINT_GROUP = PROJECT_NAME
 DEFAULTS_PLUGIN_NAME = "epochal.defaults"
 
 __all__ = [
+    "SLOW_IMPORT_NOTICE_S",
     "BrokenPlugin",
+    "CtrlCWatch",
     "EpochalPluginManager",
     "PluginSettings",
     "PluginWarning",
     "build_plugin_manager",
     "build_trainer_plugin_manager",
     "get_plugin_manager",
+    "hookimpl_in_traceback",
     "reset_plugin_manager",
 ]
+
+#: Seconds a plugin may take to import before one line on stderr names it (and the way out).
+SLOW_IMPORT_NOTICE_S = 2.0
 
 
 class PluginWarning(UserWarning):
@@ -128,32 +144,42 @@ class EpochalPluginManager(pluggy.PluginManager):
         from importlib.metadata import entry_points
 
         loaded = 0
-        for entry_point in entry_points(group=group):
-            dist = entry_point.dist
-            dist_name = dist.metadata["Name"] if dist is not None else None
-            if not self.settings.wants(entry_point.name, dist_name):
-                continue
-            if self.is_blocked(entry_point.name):
-                continue
-            if self.has_plugin(entry_point.name) or entry_point.name in self.broken:
-                owner = self.origins.get(entry_point.name)
-                other = owner.distribution if owner else "another package"
-                self.report_broken(
-                    entry_point.name,
-                    "register",
-                    f"the name is already taken by {other}; rename the entry point",
-                    dist_name,
+        with CtrlCWatch() as ctrl_c, _SlowImportNotice(SLOW_IMPORT_NOTICE_S) as slow:
+            for entry_point in entry_points(group=group):
+                dist = entry_point.dist
+                dist_name = dist.metadata["Name"] if dist is not None else None
+                if not self.settings.wants(entry_point.name, dist_name):
+                    continue
+                if self.is_blocked(entry_point.name):
+                    continue
+                if self.has_plugin(entry_point.name) or entry_point.name in self.broken:
+                    owner = self.origins.get(entry_point.name)
+                    other = owner.distribution if owner else "another package"
+                    self.report_broken(
+                        entry_point.name,
+                        "register",
+                        f"the name is already taken by {other}; rename the entry point",
+                        dist_name,
+                    )
+                    continue
+                origin = _PluginOrigin(dist_name, dist.version if dist is not None else None)
+                slow.importing(
+                    f"epochal: still importing plugin {entry_point.name!r} (module "
+                    f"{entry_point.module}) after {SLOW_IMPORT_NOTICE_S:g} s; start with "
+                    f"EPOCHAL_DISABLE_PLUGINS={entry_point.name} to skip it\n"
                 )
-                continue
-            origin = _PluginOrigin(dist_name, dist.version if dist is not None else None)
-            try:
-                plugin = entry_point.load()
-            except Exception as exc:  # noqa: BLE001 - any import error is the plugin's
-                self.report_broken(entry_point.name, "import", _describe(exc), dist_name, exc)
-                continue
-            self.origins[entry_point.name] = origin
-            if self.register_isolated(plugin, entry_point.name, dist_name) is not None:
-                loaded += 1
+                try:
+                    plugin = entry_point.load()
+                except BaseException as exc:  # sys.exit() at import is the plugin's failure too
+                    if not ctrl_c.raised_by_code(exc):
+                        raise  # the user's Ctrl-C
+                    self.report_broken(entry_point.name, "import", _describe(exc), dist_name, exc)
+                    continue
+                finally:
+                    slow.done()
+                self.origins[entry_point.name] = origin
+                if self.register_isolated(plugin, entry_point.name, dist_name) is not None:
+                    loaded += 1
         return loaded
 
     def register_checked(self, plugin: object, name: str) -> str | None:
@@ -265,9 +291,161 @@ class EpochalPluginManager(pluggy.PluginManager):
 
 
 def _describe(exc: BaseException) -> str:
-    """``Type: message`` on one line (pluggy's messages span several)."""
+    """``Type: message`` on one line (pluggy's messages span several); ``SystemExit(3)`` for
+    ``sys.exit(3)``."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r})"
     text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line for ``exc``: ``Type: message``, or ``SystemExit(3)`` for ``sys.exit(3)``."""
+    return _describe(exc)
+
+
+class CtrlCWatch:
+    """Tells a ``KeyboardInterrupt`` of the user's Ctrl-C from one that code raised itself.
+
+    While entered (in the main thread), SIGINT first marks that it came and then does what it
+    did before (Python's default raises ``KeyboardInterrupt``; a handler installed before,
+    such as :func:`epochal.interrupt.stop_on_signals`' stop request, runs as it did). A
+    handler installed inside (a stop request switching to "stop at once") is left alone on
+    exit. Costs two ``signal.signal`` calls, nothing per call of the code watched.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous: Any = None
+        self._installed = False
+        #: Whether a Ctrl-C can raise ``KeyboardInterrupt`` here without it being seen.
+        self._unknown = False
+
+    def __enter__(self) -> CtrlCWatch:
+        try:
+            previous = signal.getsignal(signal.SIGINT)
+            if previous in (signal.SIG_IGN, signal.SIG_DFL):
+                return self  # a Ctrl-C ignores or kills: it never raises KeyboardInterrupt
+            if not callable(previous):  # installed outside Python: cannot be wrapped
+                self._unknown = True
+                return self
+            signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: a signal never raises here
+            return self
+        self._previous, self._installed = previous, True
+        return self
+
+    def _handler(self, number: int, frame: FrameType | None) -> Any:
+        self.seen = True
+        return self._previous(number, frame)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._installed and signal.getsignal(signal.SIGINT) == self._handler:
+            signal.signal(signal.SIGINT, self._previous)
+        self._installed = False
+
+    def raised_by_code(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the watched code's own doing: an ``Exception``, a ``SystemExit``,
+        or a ``KeyboardInterrupt`` while no Ctrl-C came. Anything else (a Ctrl-C, a stop in
+        flight such as :class:`~epochal.interrupt.TrainingInterrupted`) is not."""
+        if isinstance(exc, (Exception, SystemExit)):
+            return True
+        if isinstance(exc, KeyboardInterrupt):
+            return not (self.seen or self._unknown)
+        return False
+
+
+class _SlowImportNotice:
+    """One daemon thread that writes a line to stderr when an import takes longer than
+    ``delay`` seconds. One thread for all the imports of a loading loop (not a timer per
+    plugin), started with the first import, so that fast imports cost next to nothing."""
+
+    def __init__(self, delay: float) -> None:
+        self._delay = delay
+        self._condition = threading.Condition()
+        self._pending: tuple[str, float] | None = None  # message, deadline
+        self._closed = False
+        self._idle = False  # the thread waits for an import without a deadline
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _SlowImportNotice:
+        return self
+
+    def importing(self, message: str) -> None:
+        """An import starts; ``message`` is written if it is still running after the delay."""
+        with self._condition:
+            self._pending = (message, time.monotonic() + self._delay)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="epochal-slow-import-notice", daemon=True
+                )
+                self._thread.start()
+            elif self._idle:  # else it wakes at an earlier deadline and sees this one
+                self._condition.notify()
+
+    def done(self) -> None:
+        with self._condition:
+            self._pending = None
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify()
+
+    def _watch(self) -> None:
+        while (message := self._next_due()) is not None:
+            try:  # outside the lock: a blocked stderr must not block the imports
+                sys.stderr.write(message)
+                sys.stderr.flush()
+            except (OSError, ValueError, AttributeError):  # no usable stderr: stay silent
+                pass
+
+    def _next_due(self) -> str | None:
+        """Wait for an import to pass its deadline (its message), or for the end (``None``)."""
+        with self._condition:
+            while not self._closed:
+                if self._pending is None:
+                    self._idle = True
+                    self._condition.wait()
+                    self._idle = False
+                    continue
+                message, deadline = self._pending
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._condition.wait(left)
+                    continue
+                self._pending = None
+                return message
+            return None
+
+
+def hookimpl_in_traceback(
+    manager: pluggy.PluginManager, traceback: TracebackType | None
+) -> tuple[str, str, FrameType] | None:
+    """``(plugin name, hook name, frame)`` of the outermost hook implementation of
+    ``manager`` that ``traceback`` passes through, or ``None`` when the exception did not come
+    through a plugin. Found by the code objects of the implementations (public pluggy API);
+    two plugins sharing one method's code are told apart by the frame's ``self``."""
+    code_owners: dict[Any, list[tuple[str, str, Any]]] = {}
+    for plugin in manager.get_plugins():
+        for caller in manager.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                function = getattr(impl.function, "__func__", impl.function)
+                code = getattr(function, "__code__", None)
+                if code is not None:
+                    owner = getattr(impl.function, "__self__", None)
+                    code_owners.setdefault(code, []).append((impl.plugin_name, caller.name, owner))
+    while traceback is not None:
+        frame = traceback.tb_frame
+        owners = code_owners.get(frame.f_code)
+        if owners:
+            this = frame.f_locals.get("self") if len(owners) > 1 else None
+            name, hook, _ = next((o for o in owners if o[2] is this), owners[0])
+            return name, hook, frame
+        traceback = traceback.tb_next
+    return None
 
 
 def plugin_display_name(plugin: object) -> str:
@@ -318,6 +496,7 @@ def build_plugin_manager(
 def build_trainer_plugin_manager(global_manager: EpochalPluginManager) -> EpochalPluginManager:
     """A fresh manager with the global plugins, to which this trainer adds its callbacks."""
     manager = EpochalPluginManager(global_manager.settings)
+    manager.origins.update(global_manager.origins)  # which plugins came from entry points
     for name, plugin in global_manager.list_name_plugin():
         if plugin is not None:
             manager.register(plugin, name)
@@ -359,14 +538,16 @@ def call_plugin(
 ) -> Any:
     """Call one plugin's implementation of ``hook_name``, isolating its failure.
 
-    Goes through pluggy (so ``EPOCHAL_TRACE_PLUGINS`` sees it). A plugin that
-    raises is reported as broken, or the error is raised in strict mode, and
-    :data:`FAILED` is returned so that callers can skip what it produced.
+    Goes through pluggy (so ``EPOCHAL_TRACE_PLUGINS`` sees it). A plugin that raises
+    (``sys.exit()`` included) is reported as broken, or the error is raised in strict mode,
+    and :data:`FAILED` is returned so that callers can skip what it produced. A
+    ``KeyboardInterrupt`` is let through: registration hooks run often, and telling a Ctrl-C
+    from a plugin's own would cost a :class:`CtrlCWatch` each time.
     """
     caller = single_plugin_caller(manager, hook_name, plugin_name)
     try:
         return caller(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - the plugin's own failure
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the plugin's own failure
         manager.report_broken(
             plugin_name, hook_name, _describe(exc), manager.plugin_distribution(plugin_name), exc
         )

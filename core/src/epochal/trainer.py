@@ -128,7 +128,9 @@ class AbstractNetworkTrainer(TrainerHooks):
 
     def _setup(self, *args: Any, **kwargs: Any) -> None:
         """Backends build network and optimizers, then call ``super()._setup()``."""
-        self._hooks.epochal_setup(trainer=self)
+        self._epoch_now = None
+        with self._plugin_code_may_exit():
+            self._hooks.epochal_setup(trainer=self)
 
     def _at_training_begin(self, *args: Any, **kwargs: Any) -> None:
         self._hooks.epochal_at_training_begin(trainer=self)
@@ -205,7 +207,8 @@ class AbstractNetworkTrainer(TrainerHooks):
             "fold": self.fold,
             "best_val_score": self.best_val_score,
             "best_epoch": self.best_epoch,
-            "callbacks": self._collect_plugin_state(),
+            # checked before anything is written: a value the file cannot hold is refused
+            "callbacks": self._collect_plugin_state(for_checkpoint=True),
             # Set when a stop came mid-epoch: resume trains the rest of that epoch.
             "interrupted": self._interrupted_at,
         }
@@ -218,6 +221,7 @@ class AbstractNetworkTrainer(TrainerHooks):
         """Restore the core part of a checkpoint; backends restore weights and call super()."""
         if "epoch" in new_state:
             self.start_epoch = int(new_state["epoch"]) + 1
+            self._checkpoint_last_epoch = int(new_state["epoch"])  # a resume's checkpoint_last
         interrupted = new_state.get("interrupted") or {}
         self._resume_batches = self._batches_to_skip(interrupted)
         if interrupted:
@@ -225,7 +229,10 @@ class AbstractNetworkTrainer(TrainerHooks):
         self.best_val_score = new_state.get("best_val_score", self.best_val_score)
         self.best_epoch = new_state.get("best_epoch", self.best_epoch)
         saved = new_state.get("callbacks") or {}
-        claimed = set(self._collect_plugin_state()) | set(self._callback_chain.keys_with_state())
+        self._epoch_now = None
+        with self._plugin_code_may_exit():
+            claimed = set(self._collect_plugin_state())
+        claimed |= set(self._callback_chain.keys_with_state())
         unclaimed = sorted(set(saved) - claimed)
         if unclaimed and self.is_main_process:  # other ranks leave out rank-0-only callbacks
             warnings.warn(
@@ -234,7 +241,8 @@ class AbstractNetworkTrainer(TrainerHooks):
                 "that wrote the checkpoint to resume them.",
                 stacklevel=2,
             )
-        self._hooks.epochal_load_state_dict(trainer=self, state=saved)
+        with self._plugin_code_may_exit():
+            self._hooks.epochal_load_state_dict(trainer=self, state=saved)
         return self
 
     def _batches_to_skip(self, interrupted: Mapping[str, Any]) -> int:
@@ -287,7 +295,25 @@ class AbstractNetworkTrainer(TrainerHooks):
         hooks, checkpoints (``checkpoint_epoch_<n>`` every ``save_freq`` epochs,
         ``checkpoint_best`` when best, ``checkpoint_last`` always), then stop if a
         callback asked for it.
+
+        A plugin's or callback's ``sys.exit()`` (or ``KeyboardInterrupt``) in a hook ends
+        training with a :class:`~epochal.errors.PluginError` naming it and the hook; the
+        checkpoints of the epochs finished before are kept.
         """
+        with self._plugin_code_may_exit():
+            return self._train_epochs(
+                num_epochs, datamgr_train, datamgr_valid, val_score_key, val_score_mode
+            )
+
+    def _train_epochs(
+        self,
+        num_epochs: int,
+        datamgr_train: Any,
+        datamgr_valid: Any | None,
+        val_score_key: str | None,
+        val_score_mode: str,
+    ) -> Any:
+        """The loop of :meth:`train`."""
         if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
             raise ValueError(f"num_epochs must be an integer >= 1, got {num_epochs!r}")
         _check_mode(val_score_mode)
@@ -295,13 +321,13 @@ class AbstractNetworkTrainer(TrainerHooks):
             warnings.warn(
                 f"val_score_key={val_score_key!r} is given but there is no datamgr_valid: no "
                 "best model is tracked and train returns the last epoch's network",
-                stacklevel=2,
+                stacklevel=3,
             )
         if self.start_epoch > num_epochs:
             warnings.warn(
                 f"start_epoch is {self.start_epoch} but num_epochs is {num_epochs}: this run is "
                 "already complete; raise num_epochs to train further",
-                stacklevel=2,
+                stacklevel=3,
             )
         self.state["stop_training"] = False
         self.val_score_key, self.val_score_mode = val_score_key, val_score_mode
@@ -312,10 +338,12 @@ class AbstractNetworkTrainer(TrainerHooks):
                 datamgr_valid = datamgr_valid.shard(
                     collective.world_size, collective.rank, even=False
                 )
+        self._epoch_now = None
         self._at_training_begin()
         metrics_val: dict[str, float] = {}
         warned_missing_key = False
         for epoch in range(self.start_epoch, num_epochs + 1):
+            self._epoch_now = epoch
             self._at_epoch_begin(metrics_val, val_score_key, epoch, num_epochs)
             if self.state.get("stop_training"):
                 break
@@ -349,7 +377,7 @@ class AbstractNetworkTrainer(TrainerHooks):
                             f"val_score_key {val_score_key!r} is not among the validation "
                             f"metrics {sorted(metrics_val)}: no best model is tracked and train "
                             "returns the last epoch's network",
-                            stacklevel=2,
+                            stacklevel=3,
                         )
                         warned_missing_key = True
                 else:
@@ -426,3 +454,4 @@ class AbstractNetworkTrainer(TrainerHooks):
         if is_best:
             self.save_state(os.path.join(self.save_path, "checkpoint_best"), epoch)
         self.save_state(os.path.join(self.save_path, "checkpoint_last"), epoch)
+        self._checkpoint_last_epoch = epoch

@@ -121,6 +121,8 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
     }
     #: Modules whose loss and metric functions a config may name by path (:mod:`epochal.trust`).
     function_modules: ClassVar[tuple[str, ...]] = ("torch.nn.functional",)
+    #: Plugin and callback state may hold tensors and bytes too (``torch.load(weights_only)``).
+    checkpoint_value_types: ClassVar[tuple[type, ...]] = (torch.Tensor, bytes)
 
     @classmethod
     def component_bases(cls, kind: str) -> tuple[type, ...]:
