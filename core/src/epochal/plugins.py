@@ -19,6 +19,7 @@ plugin and ``EPOCHAL_DISABLE_PLUGINS``, so that a hanging plugin is found.
 
 from __future__ import annotations
 
+import _thread
 import difflib
 import os
 import signal
@@ -356,9 +357,11 @@ class CtrlCWatch:
 
 
 class _SlowImportNotice:
-    """One daemon thread that writes a line to stderr when an import takes longer than
+    """One background thread that writes a line to stderr when an import takes longer than
     ``delay`` seconds. One thread for all the imports of a loading loop (not a timer per
-    plugin), started with the first import, so that fast imports cost next to nothing."""
+    plugin), started with the first import without waiting for it to run (``_thread``, not
+    ``threading.Thread.start``, which waits: milliseconds on a busy machine), so that fast
+    imports cost next to nothing. Like a daemon thread, it never holds up the exit."""
 
     def __init__(self, delay: float) -> None:
         self._delay = delay
@@ -366,7 +369,7 @@ class _SlowImportNotice:
         self._pending: tuple[str, float] | None = None  # message, deadline
         self._closed = False
         self._idle = False  # the thread waits for an import without a deadline
-        self._thread: threading.Thread | None = None
+        self._started = False
 
     def __enter__(self) -> _SlowImportNotice:
         return self
@@ -375,11 +378,9 @@ class _SlowImportNotice:
         """An import starts; ``message`` is written if it is still running after the delay."""
         with self._condition:
             self._pending = (message, time.monotonic() + self._delay)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._watch, name="epochal-slow-import-notice", daemon=True
-                )
-                self._thread.start()
+            if not self._started:
+                self._started = True
+                _thread.start_new_thread(self._watch, ())
             elif self._idle:  # else it wakes at an earlier deadline and sees this one
                 self._condition.notify()
 
