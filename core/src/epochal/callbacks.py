@@ -54,7 +54,9 @@ class AbstractCallback:
         return {}
 
     def state_dict(self) -> dict[str, Any] | None:
-        """State to keep in checkpoints (plain containers, numbers, strings), or ``None``."""
+        """State to keep in checkpoints (plain containers, numbers, strings, and the
+        backend's tensors), or ``None``; checked before every save like a plugin's
+        ``epochal_state_dict`` (a numpy number is refused: use ``float(x)``)."""
         return None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -196,6 +196,11 @@ def epochal_state_dict(trainer: AbstractNetworkTrainer) -> dict[str, Any] | None
     Return ``{key: state}`` with a key unique to the plugin and a state made of
     plain containers, numbers and strings (and the backend's tensors), or
     ``None``. All contributions are merged; a key returned twice is an error.
+    Before every save the state is checked (:mod:`epochal.checkpoint_state`):
+    ``None``, ``bool``, ``int``, ``float``, ``str``, lists, tuples and dicts with
+    ``str`` keys, plus the backend's ``checkpoint_value_types``; anything else (a
+    numpy number, a set, an object) is a :class:`~epochal.errors.PluginError`
+    naming the plugin and the value, raised before a file is written.
     """
 
 
