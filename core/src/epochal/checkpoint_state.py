@@ -36,6 +36,30 @@ def find_unholdable(value: object, extra_types: Sequence[type] = ()) -> tuple[Pa
     ``None``. ``path`` is the keys and indices from ``value`` down to it; ``extra_types`` are
     the backend's own (matched with ``isinstance``, and not looked into)."""
     extra = tuple(extra_types)
+    if _holdable(value, extra, 0):  # the common case, without paths: ~3x faster
+        return None
+    return _first_unholdable(value, extra)
+
+
+def _holdable(value: object, extra: tuple[type, ...], depth: int) -> bool:
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind in _SEQUENCES:
+        return depth < MAX_DEPTH and all(
+            type(item) in _SCALARS or _holdable(item, extra, depth + 1)
+            for item in value  # type: ignore[attr-defined]
+        )
+    if kind in _MAPPINGS:
+        return depth < MAX_DEPTH and all(
+            type(key) is str and (type(item) in _SCALARS or _holdable(item, extra, depth + 1))
+            for key, item in value.items()  # type: ignore[attr-defined]
+        )
+    return bool(extra) and isinstance(value, extra)
+
+
+def _first_unholdable(value: object, extra: tuple[type, ...]) -> tuple[Path, str] | None:
+    """:func:`find_unholdable` with the paths: walked only when something is wrong."""
     stack: list[tuple[Path, object]] = [((), value)]
     while stack:
         path, item = stack.pop()
