@@ -224,6 +224,15 @@ def test_run_folder_readers_refuse_links(tmp_path):
     (run / "summary.json").unlink()
     (run / "summary.json").write_text("[1, 2]")  # JSON, but not a summary
     assert read_summary(str(run)) == {}
+    from epochal.commands import _run_dir_config
+
+    (run / "config.toml").symlink_to(tmp_path / "elsewhere.toml")  # dangling, too
+    with pytest.raises(ConfigError, match=r"config\.toml is a symbolic link"):
+        _run_dir_config(str(run))
+    (run / "config.toml").unlink()
+    os.mkfifo(run / "config.toml")
+    with pytest.raises(ConfigError, match=r"config\.toml is a FIFO"):
+        _run_dir_config(str(run))
 
 
 def test_atomic_write_replaces_a_link_and_never_writes_through_it(tmp_path):

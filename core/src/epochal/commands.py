@@ -241,6 +241,9 @@ def _run_dir_config(run_dir: str) -> str:
     config = os.path.join(run_dir, "config.toml")
     if not os.path.isdir(run_dir):
         raise ConfigError(f"run folder {run_dir!r} does not exist")
+    from epochal.files import check_run_file
+
+    check_run_file(config)  # a link or FIFO as config.toml: refused by name, never read
     if not os.path.isfile(config):
         raise ConfigError(f"{run_dir} has no config.toml: it is not an epochal run folder")
     return config
