@@ -10,8 +10,10 @@ A worker that raises sends its exception instead of a batch; the augmenter
 raises it in the main process as a :class:`~epochal.errors.DataWorkerError`
 chained to the original: one line that says which worker, which batch, the
 exception and where it was raised, with the worker's whole traceback as a note
-(shown wherever the traceback is). A worker that dies is reported with its exit
-code; a worker whose main process dies (``kill -9``) exits at once, instead of
+(shown wherever the traceback is). A worker that dies (``kill -9``, the
+out-of-memory killer) is reported by number with the signal that killed it or its
+exit code, within a fraction of a second, even when it died halfway through
+sending a batch; a worker whose main process dies exits at once, instead of
 looping forever on its full queue.
 """
 
@@ -19,17 +21,21 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import multiprocessing
 import os
 import pickle
 import queue as thread_queue
 import random
 import signal
+import struct
 import sys
 import threading
 import time
 import traceback
 import weakref
-from multiprocessing import Process, Queue
+from multiprocessing import Process
+from multiprocessing import queues as mp_queues
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import numpy as np
@@ -228,29 +234,170 @@ def _exit_with_main_process(main_pid: int, main_thread: bool) -> None:
 
 def _worker(main_pid: int, main_thread: bool, *producer_args: Any) -> None:
     """A batchgenerators worker that does not outlive the main process."""
+    # A forked worker inherits the main process's Python signal handlers: with the trainer's
+    # SIGTERM handler (stop at the next batch) the SIGTERM of ``Process.terminate`` would only
+    # print a message in the worker, and a worker stuck in a long batch would outlive the
+    # shutdown. A worker has nothing to save: SIGTERM ends it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _exit_with_main_process(main_pid, main_thread)
     _bg.producer(*producer_args)
 
 
-def _results_loop(*args: Any) -> None:
-    """batchgenerators' result thread, minus its traceback on stderr when a worker dies: it
-    raises a RuntimeError, uncaught in its thread; the main thread reports the death (with the
-    exit codes) anyway, and a CLI user would see a traceback despite no ``--debug``."""
+class _WorkerQueue(mp_queues.Queue):
+    """A worker's batch queue whose ``get(timeout=...)`` never blocks past its timeout, even
+    on half a message.
+
+    A worker killed while its queue's feeder thread writes a batch leaves part of the message
+    in the pipe (a batch larger than the pipe's 64 KiB is written in pieces, as it is read).
+    ``multiprocessing.Queue.get`` then finds the pipe readable and blocks forever on the
+    rest: the main process, and workers forked after this one, hold the pipe's write end, so
+    no end of file ever comes, and batchgenerators' check that the workers live never runs
+    again. Here a message is read as far as the pipe has it, kept, and finished by later
+    calls; meanwhile the caller gets ``Empty`` and goes on checking the workers.
+    Same wire format as ``multiprocessing.connection`` (a 4-byte big-endian length, -1 and an
+    8-byte length above 2 GiB, then the pickle); the worker side is the standard one.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize, ctx=multiprocessing.get_context())
+
+    def _reset(self, *args: Any, **kwargs: Any) -> None:
+        super()._reset(*args, **kwargs)
+        self._header = bytearray()  # the length prefix read so far
+        self._body: bytearray | None = None  # the message, once its length is known
+        self._filled = 0  # bytes of the message read so far
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if sys.platform == "win32":  # no file descriptor to read in pieces
+            return super().get(block, timeout)
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        if not block:
+            timeout = 0.0
+        elif timeout is not None:
+            timeout = max(0.0, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._rlock.acquire(True, timeout):  # only the main process reads
+            raise thread_queue.Empty
+        try:
+            message = self._read_message(deadline)
+        finally:
+            self._rlock.release()
+        self._sem.release()  # one message taken: the worker may put another
+        return ForkingPickler.loads(message)
+
+    def _read_message(self, deadline: float | None) -> bytearray:
+        """The next whole message, or ``Empty`` once ``deadline`` passes (what was read so
+        far is kept for the next call)."""
+        fd = self._reader.fileno()
+        while True:
+            if self._body is None:
+                need = self._header_size() - len(self._header)
+                if need == 0:
+                    self._body, self._filled = bytearray(self._length()), 0
+                    continue
+            else:
+                need = len(self._body) - self._filled
+                if need == 0:
+                    message, self._header, self._body = self._body, bytearray(), None
+                    return message
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._reader.poll(remaining):
+                raise thread_queue.Empty
+            # The pipe is readable: these reads return what it holds, without waiting.
+            if self._body is None:
+                chunk = os.read(fd, need)
+                self._header += chunk
+                got = len(chunk)
+            else:  # straight into the message's buffer: no copy of a large batch
+                got = os.readv(fd, [memoryview(self._body)[self._filled :]])
+                self._filled += got
+            if got == 0:  # every writer gone: nothing more will come
+                if deadline is None:
+                    raise EOFError("a data worker's queue was closed in the middle of a message")
+                time.sleep(max(0.0, deadline - time.monotonic()))  # do not spin
+                raise thread_queue.Empty
+
+    def _header_size(self) -> int:
+        if len(self._header) >= 4 and struct.unpack("!i", self._header[:4])[0] == -1:
+            return 12  # above 2 GiB: -1, then the length in 8 bytes
+        return 4
+
+    def _length(self) -> int:
+        if len(self._header) == 12:
+            return struct.unpack("!Q", self._header[4:])[0]
+        return struct.unpack("!i", self._header)[0]
+
+
+def _results_loop(errors: list[BaseException], *args: Any) -> None:
+    """batchgenerators' result thread, minus its traceback on stderr when a worker dies (it
+    raises a RuntimeError, uncaught in its thread; the main thread reports the death anyway,
+    and a CLI user would see a traceback despite no ``--debug``). Any other error of the
+    thread is kept in ``errors`` for the main thread, which would otherwise wait for batches
+    that no thread collects any more."""
     abort_event = args[2]
     try:
         _bg.results_loop(*args)
     except RuntimeError:
         if not abort_event.is_set():
-            raise
+            errors.append(sys.exc_info()[1])
+            abort_event.set()
+    except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        errors.append(exc)
+        abort_event.set()
+
+
+def _describe_exit(worker: int, code: int) -> str:
+    """``data worker 1 was killed by SIGKILL (signal 9)`` or ``... exited with code 3``."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "a signal"
+        return f"data worker {worker} was killed by {name} (signal {-code})"
+    if code == 0:
+        return f"data worker {worker} exited before the epoch ended"
+    return f"data worker {worker} exited with code {code}"
+
+
+def _stopped_error(codes: list[int | None], thread_errors: list[BaseException]) -> DataWorkerError:
+    """The one-line error for workers that died (``codes``: their exit codes, ``None`` for
+    those alive) or a result thread that failed."""
+    deaths = [_describe_exit(worker, code) for worker, code in enumerate(codes) if code is not None]
+    if deaths:
+        what = ", ".join(deaths)
+        if -signal.SIGKILL in codes:
+            what += ", which is what the out-of-memory killer and kill -9 do"
+    elif thread_errors:
+        error = thread_errors[0]
+        what = (
+            "the thread that collects the data workers' batches failed: "
+            f"{type(error).__name__}: {error}"
+        )
+    else:
+        what = "data augmentation stopped before the epoch ended"
+    failure = DataWorkerError(
+        f"{what}. Set n_process_augmentation=0 (data.num_workers = 0) to run the data "
+        "pipeline in the main process and debug it there"
+    )
+    if not deaths and thread_errors:
+        failure.__cause__ = thread_errors[0]
+    return failure
 
 
 class EpochMultiThreadedAugmenter(MultiThreadedAugmenter):
     """batchgenerators' multi-process augmenter for one epoch.
 
-    Raises the worker's own exception (as :class:`DataWorkerError`), reports
-    workers that died with their exit codes, and shuts its workers down as
-    soon as the epoch ends or fails, so no process outlives it.
+    Raises the worker's own exception (as :class:`DataWorkerError`), reports a
+    worker that died with the signal that killed it or its exit code, and shuts
+    its workers down as soon as the epoch ends or fails, so no process outlives
+    it. No read from a worker can block past a short timeout (see
+    :class:`_WorkerQueue`), so neither a death nor the shutdown after it hangs.
     """
+
+    #: Seconds a failed epoch's shutdown waits for a worker to finish the batch it is making
+    #: before it is terminated (the error should come out now, not after a slow batch).
+    FAILED_SHUTDOWN_S = 1.0
 
     def _start(self) -> None:
         # batchgenerators' own _start forks inside threadpool_limits(1). Leaving
@@ -266,10 +413,11 @@ class EpochMultiThreadedAugmenter(MultiThreadedAugmenter):
         self.pause_event.clear()
         self._queue_ctr = 0
         self._end_ctr = 0
+        self._thread_errors: list[BaseException] = []
         main_pid = os.getpid()
         main_thread = threading.current_thread() is threading.main_thread()
         for worker in range(self.num_processes):
-            self._queues.append(Queue(self.num_cached_per_queue))
+            self._queues.append(_WorkerQueue(self.num_cached_per_queue))
             process = Process(
                 target=_worker,
                 args=(
@@ -297,6 +445,7 @@ class EpochMultiThreadedAugmenter(MultiThreadedAugmenter):
         self.pin_memory_thread = threading.Thread(
             target=_results_loop,
             args=(
+                self._thread_errors,
                 self._queues,
                 self.pin_memory_queue,
                 self.abort_event,
@@ -312,29 +461,79 @@ class EpochMultiThreadedAugmenter(MultiThreadedAugmenter):
         self._epochal_workers = list(self._processes)
         _LIVE_AUGMENTERS.add(self)
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the workers last started, in worker order (none before the first
+        batch is asked for)."""
+        return [worker.pid for worker in getattr(self, "_epochal_workers", [])]
+
     def close(self) -> None:
         """Stop the workers now (the trainer calls this when an epoch ends or fails)."""
         self._finish()
 
     def __next__(self) -> dict[str, Any]:
+        # batchgenerators' __next__, with its wait for the next batch replaced: that one
+        # only watched a flag set by the result thread, and waited forever when that thread
+        # was stuck or gone.
+        if not self.was_initialized:
+            self._start()
         try:
-            item = super().__next__()
+            item = self._next_item()
+            while isinstance(item, str) and item == "end":  # each worker ends once
+                self._end_ctr += 1
+                if self._end_ctr == self.num_processes:
+                    self._end_ctr = 0
+                    self._queue_ctr = 0
+                    raise StopIteration
+                item = self._next_item()
+            return _raise_if_failed(item)
         except StopIteration:
             self._finish()
             raise
-        except RuntimeError as exc:
-            workers = getattr(self, "_epochal_workers", [])
-            self._finish()
-            codes = [worker.exitcode for worker in workers]
-            dead = [f"worker {i} (exit code {code})" for i, code in enumerate(codes) if code]
-            raise DataWorkerError(
-                "data augmentation stopped: "
-                + (", ".join(dead) + " died" if dead else str(exc))
-                + ". A negative exit code is the signal that killed it (-9: out of memory or "
-                "kill -9). Set n_process_augmentation=0 to run the pipeline in the main process."
-            ) from None
-        try:
-            return _raise_if_failed(item)
-        except DataWorkerError:
-            self._finish()
+        except (DataWorkerError, KeyboardInterrupt):
+            self.abort_event.set()
+            self._finish(timeout=self.FAILED_SHUTDOWN_S)
             raise
+
+    def _next_item(self) -> Any:
+        """The next item from the result thread; while none comes, check every
+        ``wait_time`` that the workers and that thread are still there."""
+        while True:
+            try:
+                return self.pin_memory_queue.get(timeout=self.wait_time)
+            except thread_queue.Empty:
+                pass
+            failure = self._stopped()
+            if failure is not None:
+                raise failure
+
+    def _stopped(self) -> DataWorkerError | None:
+        """The error to raise when a worker died or the result thread stopped, else ``None``."""
+        workers = self._epochal_workers
+        codes = [worker.exitcode for worker in workers]
+        if (
+            all(code is None for code in codes)
+            and not self.abort_event.is_set()
+            and self.pin_memory_thread.is_alive()
+        ):
+            return None
+        # The result thread may have seen a death before the worker was reaped: give it a
+        # moment, so that the error can name the worker and its signal.
+        deadline = time.monotonic() + 1.0
+        while (
+            all(code is None for code in codes)
+            and not self._thread_errors
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.01)
+            codes = [worker.exitcode for worker in workers]
+        return _stopped_error(codes, self._thread_errors)
+
+    def _finish(self, timeout: float = 10, force: bool = False) -> None:
+        workers = list(self._processes)
+        super()._finish(timeout=timeout, force=force)
+        for worker in workers:  # one that was not ended by the SIGTERM of the shutdown
+            if worker.is_alive():
+                worker.kill()
+                worker.join(1.0)
+        _LIVE_AUGMENTERS.discard(self)
