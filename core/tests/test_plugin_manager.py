@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from epochal import hookimpl, plugins
+from epochal import hookimpl
 from epochal.errors import PluginError
 from epochal.plugins import (
     DEFAULTS_PLUGIN_NAME,
@@ -172,9 +172,9 @@ def test_each_slow_import_is_named_once_with_the_way_out(
     for name in names:
         fake_distribution(tmp_path, name, "" if name == "quickpoke" else SLOW_IMPORT)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(plugins, "SLOW_IMPORT_NOTICE_S", 0.2)
+    load = {"EPOCHAL_LOAD_PLUGINS": ",".join(names)}
     try:
-        manager = build_plugin_manager(environ={"EPOCHAL_LOAD_PLUGINS": ",".join(names)})
+        manager = build_plugin_manager(environ={**load, "EPOCHAL_PLUGIN_IMPORT_NOTICE": "0.2"})
     finally:
         for name in names:
             sys.modules.pop(f"{name}_plugin", None)
@@ -184,6 +184,12 @@ def test_each_slow_import_is_named_once_with_the_way_out(
         f"start with EPOCHAL_DISABLE_PLUGINS={name} to skip it"
         for name in ("slowerpoke", "slowpoke")
     ]
+    try:  # 0: never
+        build_plugin_manager(environ={**load, "EPOCHAL_PLUGIN_IMPORT_NOTICE": "0"})
+    finally:
+        for name in names:
+            sys.modules.pop(f"{name}_plugin", None)
+    assert capfd.readouterr().err == ""
 
 
 def test_a_plugin_that_exits_or_interrupts_at_import_is_reported_and_skipped(

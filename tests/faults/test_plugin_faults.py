@@ -125,6 +125,7 @@ def test_state_a_checkpoint_cannot_hold_is_refused_before_anything_is_written(
 
 def test_a_hanging_plugin_import_is_named_and_can_be_skipped(tmp_path, fake_distribution):
     env = fake_distribution(tmp_path, "slowplug", "import time\ntime.sleep(4)\n")
+    env["EPOCHAL_PLUGIN_IMPORT_NOTICE"] = "2"  # the default; run_epochal's environment has 60
     slow = run_epochal("--help", cwd=tmp_path, env=env, timeout=60)
     assert slow.returncode == 0, slow.stderr
     assert (

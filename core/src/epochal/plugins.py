@@ -9,12 +9,14 @@ variables (read when a manager is built):
 ``EPOCHAL_DISABLE_PLUGINS=a,b``  never load these (entry-point or distribution names)
 ``EPOCHAL_STRICT_PLUGINS=1``     a broken plugin is an error instead of a warning
 ``EPOCHAL_TRACE_PLUGINS=1``      print every hook call to stderr
+``EPOCHAL_PLUGIN_IMPORT_NOTICE=S`` name a plugin still importing after S seconds (default 2;
+                                 0 never)
 
 A plugin that raises at import, even ``SystemExit`` (``sys.exit()``) or
 ``KeyboardInterrupt``, is reported and skipped; a Ctrl-C of the user's still
 interrupts (:class:`CtrlCWatch` tells the two apart). An import that takes more
-than :data:`SLOW_IMPORT_NOTICE_S` seconds gets one line on stderr naming the
-plugin and ``EPOCHAL_DISABLE_PLUGINS``, so that a hanging plugin is found.
+than :data:`SLOW_IMPORT_NOTICE_S` seconds (``EPOCHAL_PLUGIN_IMPORT_NOTICE``) gets one line on
+stderr naming the plugin and ``EPOCHAL_DISABLE_PLUGINS``, so that a hanging plugin is found.
 """
 
 from __future__ import annotations
@@ -87,6 +89,14 @@ def _normalise(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
+def _seconds(value: str | None, default: float) -> float:
+    """A number of seconds from an environment variable; unset or not a number: ``default``."""
+    try:
+        return max(float(value), 0.0) if value and value.strip() else default
+    except ValueError:
+        return default
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -99,6 +109,7 @@ class PluginSettings:
     disable: frozenset[str] = frozenset()
     strict: bool = False
     trace: bool = False
+    import_notice_s: float = SLOW_IMPORT_NOTICE_S
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> PluginSettings:
@@ -107,6 +118,9 @@ class PluginSettings:
             disable=_split_names(environ.get("EPOCHAL_DISABLE_PLUGINS")) or frozenset(),
             strict=_truthy(environ.get("EPOCHAL_STRICT_PLUGINS")),
             trace=_truthy(environ.get("EPOCHAL_TRACE_PLUGINS")),
+            import_notice_s=_seconds(
+                environ.get("EPOCHAL_PLUGIN_IMPORT_NOTICE"), SLOW_IMPORT_NOTICE_S
+            ),
         )
 
     def wants(self, *names: str | None) -> bool:
@@ -145,7 +159,7 @@ class EpochalPluginManager(pluggy.PluginManager):
         from importlib.metadata import entry_points
 
         loaded = 0
-        with CtrlCWatch() as ctrl_c, _SlowImportNotice(SLOW_IMPORT_NOTICE_S) as slow:
+        with CtrlCWatch() as ctrl_c, _SlowImportNotice(self.settings.import_notice_s) as slow:
             for entry_point in entry_points(group=group):
                 dist = entry_point.dist
                 dist_name = dist.metadata["Name"] if dist is not None else None
@@ -166,7 +180,7 @@ class EpochalPluginManager(pluggy.PluginManager):
                 origin = _PluginOrigin(dist_name, dist.version if dist is not None else None)
                 slow.importing(
                     f"epochal: still importing plugin {entry_point.name!r} (module "
-                    f"{entry_point.module}) after {SLOW_IMPORT_NOTICE_S:g} s; start with "
+                    f"{entry_point.module}) after {self.settings.import_notice_s:g} s; start with "
                     f"EPOCHAL_DISABLE_PLUGINS={entry_point.name} to skip it\n"
                 )
                 try:
@@ -375,7 +389,10 @@ class _SlowImportNotice:
         return self
 
     def importing(self, message: str) -> None:
-        """An import starts; ``message`` is written if it is still running after the delay."""
+        """An import starts; ``message`` is written if it is still running after the delay
+        (a delay of 0: never)."""
+        if self._delay <= 0:
+            return
         with self._condition:
             self._pending = (message, time.monotonic() + self._delay)
             if not self._started:
