@@ -323,6 +323,55 @@ def test_sigkill_of_a_worker_at_any_moment_fails_fast_never_hangs(big_batches):
     assert max(seconds) < 10, seconds
 
 
+class _KillSelfOrDawdle:
+    """Batch 0 (worker 0) kills its worker once batch 1 (worker 1) is under way: 60 s."""
+
+    def __init__(self, started: Path) -> None:
+        self.started = started
+
+    def __call__(self, item: int) -> dict[str, np.ndarray]:
+        if item == 0:
+            deadline = time.monotonic() + 30
+            while not self.started.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGKILL)
+        if item == 2:
+            self.started.touch()
+            time.sleep(60)
+        return {"data": np.zeros(2, np.float32), "label": np.asarray(item)}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_slow_sibling_neither_delays_the_error_nor_outlives_it(tmp_path):
+    """Worker 0 dies while worker 1 is in the middle of a 60 s batch, and the main process
+    has a SIGTERM handler of its own (as the trainer's, which asks to stop at the next batch):
+    the error comes within seconds, and worker 1 is ended by the shutdown's SIGTERM without
+    running the handler it inherited."""
+    marker = tmp_path / "handler-ran"
+
+    def handler(number: int, frame: object) -> None:  # in the worker: would keep it alive
+        marker.write_text(str(os.getpid()))
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        load = _KillSelfOrDawdle(tmp_path / "slow-batch-started")
+        batchgen = DataManager(list(range(8)), 2, 2, load_fn=load).get_batchgen()
+        started = time.monotonic()
+        with pytest.raises(DataWorkerError, match=KILLED.format(0)):
+            next(batchgen)
+        took = time.monotonic() - started
+        pids = set(batchgen.worker_pids)
+        try:
+            assert (tmp_path / "slow-batch-started").exists()
+            assert took < 5, f"the error took {took:.1f} s"
+            assert _running(pids, 2.0) == {}, "the slow worker outlived the failed epoch"
+            assert not marker.exists(), "the worker ran the main process's SIGTERM handler"
+        finally:
+            _kill_leftovers(pids)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _children(pid: int) -> set[int]:
     children: set[int] = set()
     for path in Path(f"/proc/{pid}/task").glob("*/children"):
