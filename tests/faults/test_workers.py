@@ -164,7 +164,7 @@ BATCH = 32  # of 1 x 64 x 64 float32 images: 512 KiB a batch, 8 times a pipe's 6
 N_BATCHES = 40
 
 
-def _put_then_wait(items: multiprocessing.Queue, payload: np.ndarray) -> None:
+def _put_then_wait(items: _WorkerQueue, payload: np.ndarray) -> None:
     items.put(payload)
     time.sleep(60)  # killed long before
 
@@ -196,7 +196,7 @@ def test_a_message_cut_off_by_a_kill_never_blocks_the_reader():
     items.close()
 
 
-def _put_all(items: multiprocessing.Queue, payloads: list[np.ndarray]) -> None:
+def _put_all(items: _WorkerQueue, payloads: list[np.ndarray]) -> None:
     for payload in payloads:
         items.put(payload)
     items.close()
@@ -252,11 +252,11 @@ def _results_threads() -> list[threading.Thread]:
 
 def _kill_one_epoch(manager: DataManager, seed: int, moment: str, victim: int) -> float:
     """Train-like consumption of one epoch (2 ms a batch) with worker ``victim`` killed at
-    ``moment``: ``start`` (as soon as it exists, before its first batch), ``flowing`` (after a
-    random number of batches, from another thread, as a user would), or ``mid_write`` (after
-    a pause that let both workers' pipes fill: each is blocked halfway through a 512 KiB
-    batch). Checks the error and what was delivered before it; returns the seconds from the
-    kill to the error."""
+    ``moment``: ``start`` (as soon as it exists: mostly before its first batch), ``flowing``
+    (after a random number of batches, from another thread, as a user would), or
+    ``mid_write`` (after a pause that let both workers' pipes fill: each is blocked halfway
+    through a 512 KiB batch). Checks the error and what was delivered before it; returns the
+    seconds from the kill to the error."""
     rng = random.Random(seed)
     batchgen = manager.get_batchgen(seed=seed)
     consumed = 0
