@@ -11,8 +11,6 @@ levels deep (a bare ``RecursionError`` before), seeds outside ``0 .. 2**32 - 1``
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import re
 import shlex
@@ -26,30 +24,17 @@ from typing import Any
 
 import pytest
 
-from epochal.cli import main
 from epochal.config import load_config
 from epochal.errors import ConfigError
 from epochal.experiment import Experiment
 from epochal.limits import MAX_PARAMETERS, check_output_dir, cnn_channels, mlp_widths
-from epochal.testing import epochal_command, run_epochal, user_env
+from epochal.testing import epochal_command, epochal_in_process, run_epochal, user_env
 
 torch = pytest.importorskip("torch")
 
 DEEP = 5000
 QUICK = ["--epochs", "1", "--set", "callbacks.tensorboard=false",
          "--set", "callbacks.learning_curves=false"]  # fmt: skip
-
-
-def train_in_process(*args: str) -> tuple[Any, str]:
-    """``epochal ARGS`` in this process: (exit code, stderr)."""
-    err, out = io.StringIO(), io.StringIO()
-    code: Any = 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-    return code, err.getvalue()
 
 
 def one_error(code: Any, stderr: str) -> str:
@@ -149,7 +134,7 @@ def test_bad_value_exits_2_with_one_line_naming_the_key(name, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     (tmp_path / FILE_IN_THE_WAY).write_text("not a folder\n")
     started = time.perf_counter()
-    code, stderr = train_in_process("train", *QUICK, *args)
+    code, _, stderr = epochal_in_process("train", *QUICK, *args)
     seconds = time.perf_counter() - started
     line = one_error(code, stderr)
     for text in expected:
@@ -185,7 +170,7 @@ def _job(tmp_path: Path, text: str) -> str:
     ids=["NUL value", "NUL key", "deep list", "deep inline table"],
 )
 def test_bad_values_in_a_toml_file_name_the_key(tmp_path, text, expected):
-    code, stderr = train_in_process("train", _job(tmp_path, text), *QUICK)
+    code, _, stderr = epochal_in_process("train", _job(tmp_path, text), *QUICK)
     assert expected in one_error(code, stderr)
 
 

@@ -14,21 +14,17 @@ temporary file.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from epochal.cli import main
 from epochal.runs import run_lock
-from epochal.testing import epochal_command, user_env
+from epochal.testing import epochal_command, epochal_in_process, user_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -61,18 +57,6 @@ def finish(process: subprocess.Popen) -> tuple[int, str, str]:
             process.kill()
             process.communicate()
     return process.returncode, stdout, stderr
-
-
-def in_process(*args: str) -> tuple[Any, str, str]:
-    """``epochal ARGS`` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    code: Any = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def weights(path: Path) -> dict[str, np.ndarray]:
@@ -137,10 +121,10 @@ def test_a_kill_in_the_first_checkpoint_write_is_no_dead_end(
         assert (last / "checkpoint_best.pt").exists()
         assert not [name for name in os.listdir(best) if name.startswith("checkpoint_")]
 
-        code, _, stderr = in_process("train", *JOB, "--run-dir", "last")
+        code, _, stderr = epochal_in_process("train", *JOB, "--run-dir", "last")
         assert code == 2 and "continue it with `epochal resume last`" in stderr, stderr
         with run_lock(str(best)):  # a live run in its first epoch: refused, no restart said
-            code, stdout, stderr = in_process("resume", "best")
+            code, stdout, stderr = epochal_in_process("resume", "best")
         assert code == 2 and "best is in use by epochal process" in stderr, stderr
         assert "from epoch 1" not in stdout
 
@@ -189,9 +173,9 @@ def test_train_run_dir_sends_nobody_in_a_circle(tmp_path, monkeypatch):
         ("foreign", "is not empty and is not an epochal run folder (no config.toml)"),
         ("orphans", "holds checkpoints but no config.toml; choose a new folder"),
     ]:
-        code, _, stderr = in_process("train", *JOB, "--run-dir", folder)
+        code, _, stderr = epochal_in_process("train", *JOB, "--run-dir", folder)
         assert code == 2 and message in stderr, stderr
         assert "resume" not in stderr  # resume would refuse these: not an epochal run folder
-        resume_code, _, resume_err = in_process("resume", folder)
+        resume_code, _, resume_err = epochal_in_process("resume", folder)
         assert resume_code == 2 and "has no config.toml" in resume_err
     assert os.listdir(tmp_path / "foreign") == ["notes.txt"]

@@ -50,6 +50,26 @@ def user_env(extra: Mapping[str, str] | None = None, drop: Iterable[str] = ()) -
     return env
 
 
+def epochal_in_process(*args: str) -> tuple[Any, str, str]:
+    """``epochal ARGS`` in this process: ``(exit code, stdout, stderr)``. No interpreter
+    start-up and the frameworks already imported, so a check that ends before training (or
+    trains briefly) costs milliseconds instead of seconds; what must be killed, or must not
+    share this process' state, needs a real process (:func:`run_epochal`)."""
+    import contextlib
+    import io
+
+    from epochal.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code: Any = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
 def epochal_command(*args: str) -> list[str]:
     """``python -m epochal ARGS`` with this interpreter (for ``subprocess.Popen``)."""
     return [sys.executable, "-m", "epochal", *args]
