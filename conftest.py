@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from epochal.data import DataManager, RandomSampler
-from epochal.registry import get_dataset
+from epochal.plugins.registry import get_dataset
 from epochal_numpy.network import SoftmaxRegression
 from epochal_numpy.trainer import NumpyNetworkTrainer
 

@@ -32,7 +32,7 @@ TARGET_MS = 150.0
 HEAVY = ("torch", "tensorflow")
 CHECK_CODE = """
 import contextlib, io, sys
-from epochal.cli import main
+from epochal.cli.main import main
 with contextlib.redirect_stdout(io.StringIO()):
     try:
         main({argv!r})

@@ -78,8 +78,8 @@ class Probe:
 def run(epochs: int, workers: int, folder: str) -> Probe:
     import torch
 
-    from epochal.config import load_config
-    from epochal.experiment import Experiment
+    from epochal.job.config import load_config
+    from epochal.runs.experiment import Experiment
 
     config = load_config(
         None,

@@ -11,9 +11,9 @@ import argparse
 import torch
 
 from epochal.data import DataManager
-from epochal.experiment import Experiment
-from epochal.params import Parameters
-from epochal.registry import get_dataset
+from epochal.job.params import Parameters
+from epochal.plugins.registry import get_dataset
+from epochal.runs.experiment import Experiment
 
 
 class Net(torch.nn.Module):

@@ -41,7 +41,7 @@ def test_help_lists_builtin_and_plugin_commands():
 def test_cli_does_not_import_torch_or_tensorflow(argv):
     code = (
         "import sys\n"
-        "from epochal.cli import main\n"
+        "from epochal.cli.main import main\n"
         f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
         "frameworks = {'torch', 'tensorflow', 'keras', 'jax'}\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in frameworks)\n"
@@ -65,7 +65,7 @@ def test_plugins_table_and_json():
     assert listing["numpy"]["distribution"] == "epochal-numpy-example"
     assert listing["numpy"]["hooks"] == ["epochal_register_commands", "epochal_register_trainers"]
     assert listing["numpy"]["provides"] == {"commands": ["numpy-demo"], "trainers": ["numpy"]}
-    assert listing["epochal.defaults"]["provides"]["samplers"] == [
+    assert listing["epochal.plugins.defaults"]["provides"]["samplers"] == [
         "balanced",
         "random",
         "sequential",

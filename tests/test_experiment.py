@@ -12,10 +12,10 @@ import tomllib
 import numpy as np
 import pytest
 
-from epochal.config import apply_override, load_config
 from epochal.errors import ConfigError
-from epochal.experiment import Experiment
-from epochal.params import Parameters
+from epochal.job.config import apply_override, load_config
+from epochal.job.params import Parameters
+from epochal.runs.experiment import Experiment
 
 torch = pytest.importorskip("torch")
 
@@ -215,7 +215,7 @@ def _killed_mid_write(path):
     """What ``kill -9`` during an atomic write leaves: the writer's partial temporary file."""
     code = (
         "import os, signal, sys\n"
-        "from epochal.files import atomic_write\n"
+        "from epochal.runs.files import atomic_write\n"
         "with atomic_write(sys.argv[1]) as handle:\n"
         "    handle.write(b'partial')\n"
         "    handle.flush()\n"

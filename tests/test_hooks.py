@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from epochal import hookimpl, hookspecs
-from epochal.cli import create_cli
+from epochal import hookimpl
+from epochal.cli.main import create_cli
 from epochal.data import DataManager, SequentialSampler
 from epochal.data.datasets import ArrayDataset
-from epochal.plugins import PluginWarning, get_plugin_manager
-from epochal.registry import get_callback, get_dataset, get_trainer
+from epochal.plugins import hookspecs
+from epochal.plugins.manager import PluginWarning, get_plugin_manager
+from epochal.plugins.registry import get_callback, get_dataset, get_trainer
 
 HOOK_NAMES = sorted(name for name in hookspecs.__all__ if name.startswith("epochal_"))
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"

@@ -12,8 +12,8 @@ def test_fixtures_reach_a_plugin_authors_test_suite(tmp_path):
     (tmp_path / "test_author.py").write_text(
         textwrap.dedent("""
         from epochal import hookimpl
-        from epochal.plugins import get_plugin_manager
-        from epochal.registry import trainers
+        from epochal.plugins.manager import get_plugin_manager
+        from epochal.plugins.registry import trainers
 
         class Backend:
             @hookimpl

@@ -10,8 +10,8 @@ import pytest
 
 from epochal import AbstractCallback, hookimpl
 from epochal.errors import PluginError
-from epochal.registry import get_trainer
-from epochal.trainer import AbstractNetworkTrainer
+from epochal.loop.trainer import AbstractNetworkTrainer
+from epochal.plugins.registry import get_trainer
 
 
 class Patience(AbstractCallback):

@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 
-from epochal.config import load_config
 from epochal.errors import ConfigError
-from epochal.experiment import Experiment
-from epochal.limits import MAX_PARAMETERS, check_output_dir, cnn_channels, mlp_widths
+from epochal.job.config import load_config
+from epochal.job.limits import MAX_PARAMETERS, check_output_dir, cnn_channels, mlp_widths
+from epochal.runs.experiment import Experiment
 from epochal.testing import epochal_command, epochal_in_process, run_epochal, user_env
 
 torch = pytest.importorskip("torch")
@@ -340,7 +340,7 @@ def test_a_folder_this_user_cannot_write_is_refused(tmp_path):
         if not shutil.which("setpriv"):
             pytest.skip("running as root without setpriv: cannot test as an unprivileged user")
         code = (
-            "from epochal.limits import check_output_dir\n"
+            "from epochal.job.limits import check_output_dir\n"
             "from epochal.errors import ConfigError\n"
             f"try:\n    check_output_dir({str(locked / 'run')!r}, '--run-dir')\n"
             "except ConfigError as exc:\n    print(exc)\n"

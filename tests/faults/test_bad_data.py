@@ -186,7 +186,7 @@ def test_torch_trainer_refuses_bad_epochs_and_modes(managers):
 
 
 def test_experiment_run_refuses_negative_epochs(tmp_path):
-    from epochal.experiment import Experiment
+    from epochal.runs.experiment import Experiment
 
     experiment = Experiment.from_config(None, ["callbacks={}"])
     for bad in (0, -1):

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from epochal.config import load_config
 from epochal.errors import ConfigError, DataError
-from epochal.prediction_files import SampleSpec, check_out, load_inputs
+from epochal.job.config import load_config
+from epochal.runs.prediction_files import SampleSpec, check_out, load_inputs
 from epochal.testing import run_epochal
 
 pytest.importorskip("torch")
@@ -62,7 +62,7 @@ def digits(count: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_the_spec_comes_from_the_run_s_data_set(config):
-    from epochal.build import build_dataset
+    from epochal.job.build import build_dataset
 
     spec = SampleSpec.of_dataset(build_dataset(config))
     assert spec.shapes == {"data": (64,), "label": ()}

@@ -26,12 +26,12 @@ import tomli_w
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
-from epochal.cli import main
-from epochal.components import component_names
-from epochal.config import SCHEMA, load_config
-from epochal.experiment import TRAINING_KEYS
-from epochal.limits import MAX_DEPTH, SEED_MAX
-from epochal.registry import callbacks, datasets, samplers, trainers
+from epochal.cli.main import main
+from epochal.job.components import component_names
+from epochal.job.config import SCHEMA, load_config
+from epochal.job.limits import MAX_DEPTH, SEED_MAX
+from epochal.plugins.registry import callbacks, datasets, samplers, trainers
+from epochal.runs.experiment import TRAINING_KEYS
 from epochal.testing import run_epochal
 
 pytest.importorskip("torch")
@@ -76,7 +76,7 @@ TYPED_KEYS = _typed_keys()
 
 def _parameters(target: Any) -> set[str]:
     if isinstance(target, str):  # a "module:attr" path in the backend's table
-        from epochal.registry import resolve_path
+        from epochal.plugins.registry import resolve_path
 
         target = resolve_path(target)
     return set(inspect.signature(target).parameters) - {"self", "kwargs"}

@@ -1,5 +1,5 @@
 """Issue 13, item 1: nothing a config (or a run folder's ``config.toml``) names is called unless
-it is of the kind its slot expects (:mod:`epochal.trust`). Every refused case proves that no
+it is of the kind its slot expects (:mod:`epochal.job.trust`). Every refused case proves that no
 code of the target ran: the payloads write a marker file when called, and it never appears."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import tomllib
 import pytest
 import tomli_w
 
-from epochal.build import build_data, experiment_from_config
-from epochal.config import load_config
 from epochal.errors import ConfigError
+from epochal.job.build import build_data, experiment_from_config
+from epochal.job.config import load_config
 from epochal.testing import run_epochal
 
 torch = pytest.importorskip("torch")

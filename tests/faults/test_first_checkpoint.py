@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from epochal.runs import run_lock
+from epochal.runs.folder import run_lock
 from epochal.testing import epochal_command, epochal_in_process, user_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from epochal.callbacks import AbstractCallback
-from epochal.interrupt import TrainingInterrupted
+from epochal.loop.callbacks import AbstractCallback
+from epochal.loop.interrupt import TrainingInterrupted
 
 
 class StopAt(AbstractCallback):

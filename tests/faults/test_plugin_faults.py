@@ -16,8 +16,8 @@ import pytest
 
 from epochal import AbstractCallback, hookimpl
 from epochal.errors import PluginError
-from epochal.interrupt import stop_on_signals
-from epochal.plugins import build_plugin_manager
+from epochal.loop.interrupt import stop_on_signals
+from epochal.plugins.manager import build_plugin_manager
 from epochal.testing import run_epochal
 
 QUICK = ["--set", "callbacks.tensorboard=false", "--set", "callbacks.learning_curves=false"]

@@ -8,7 +8,7 @@ cannot be written would fail only after the first epoch. Each is refused with ex
 line naming the file (or the callback's key), before anything is read or written.
 
 One 2-epoch run is trained once; each CLI case works on its own copy. The in-process cases
-drive ``epochal.files``, ``epochal.runs`` and the callbacks directly.
+drive ``epochal.runs.files``, ``epochal.runs.folder`` and the callbacks directly.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from epochal.errors import ConfigError
-from epochal.files import atomic_write, check_run_file, open_run_file
-from epochal.runs import LOCK_FILE, checkpoint_file, read_summary, run_lock
+from epochal.runs.files import atomic_write, check_run_file, open_run_file
+from epochal.runs.folder import LOCK_FILE, checkpoint_file, read_summary, run_lock
 from epochal.testing import run_epochal
 
 pytest.importorskip("torch")
@@ -224,7 +224,7 @@ def test_run_folder_readers_refuse_links(tmp_path):
     (run / "summary.json").unlink()
     (run / "summary.json").write_text("[1, 2]")  # JSON, but not a summary
     assert read_summary(str(run)) == {}
-    from epochal.commands import _run_dir_config
+    from epochal.cli.commands import _run_dir_config
 
     (run / "config.toml").symlink_to(tmp_path / "elsewhere.toml")  # dangling, too
     with pytest.raises(ConfigError, match=r"config\.toml is a symbolic link"):

@@ -8,26 +8,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from epochal.hookspecs import hookimpl, hookspec
+from epochal.plugins.hookspecs import hookimpl, hookspec
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "AbstractNetworkTrainer": "epochal.trainer",
-    "AbstractCallback": "epochal.callbacks",
+    "AbstractNetworkTrainer": "epochal.loop.trainer",
+    "AbstractCallback": "epochal.loop.callbacks",
     "DataManager": "epochal.data.manager",
     "AbstractDataset": "epochal.data.datasets",
     "ArrayDataset": "epochal.data.datasets",
     "BaseCacheDataset": "epochal.data.datasets",
     "BaseLazyDataset": "epochal.data.datasets",
-    "get_plugin_manager": "epochal.plugins",
-    "build_plugin_manager": "epochal.plugins",
+    "get_plugin_manager": "epochal.plugins.manager",
+    "build_plugin_manager": "epochal.plugins.manager",
 }
 
 __all__ = ["__version__", "hookimpl", "hookspec", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from epochal.callbacks import AbstractCallback
     from epochal.data.datasets import (
         AbstractDataset,
         ArrayDataset,
@@ -35,8 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
         BaseLazyDataset,
     )
     from epochal.data.manager import DataManager
-    from epochal.plugins import build_plugin_manager, get_plugin_manager
-    from epochal.trainer import AbstractNetworkTrainer
+    from epochal.loop.callbacks import AbstractCallback
+    from epochal.loop.trainer import AbstractNetworkTrainer
+    from epochal.plugins.manager import build_plugin_manager, get_plugin_manager
 
 
 def __getattr__(name: str) -> Any:

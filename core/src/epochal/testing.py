@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from epochal.plugins import (
+from epochal.plugins.manager import (
     EpochalPluginManager,
     build_plugin_manager,
     get_plugin_manager,
@@ -58,7 +58,7 @@ def epochal_in_process(*args: str) -> tuple[Any, str, str]:
     import contextlib
     import io
 
-    from epochal.cli import main
+    from epochal.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     code: Any = 0

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from epochal import hookimpl
-from epochal.files import atomic_write
-from epochal.trainer import AbstractNetworkTrainer
+from epochal.loop.trainer import AbstractNetworkTrainer
+from epochal.runs.files import atomic_write
 from epochal_callbacks._util import current_lrs
 
 

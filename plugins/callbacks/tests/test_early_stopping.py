@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from epochal.errors import MissingMetricError
-from epochal.registry import get_callback
+from epochal.plugins.registry import get_callback
 from epochal_callbacks.early_stopping import EarlyStopping
 
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from epochal.callbacks import AbstractCallback
+from epochal.loop.callbacks import AbstractCallback
 from epochal_callbacks.plots import LearningCurvePlot
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

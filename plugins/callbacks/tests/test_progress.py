@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from epochal.callbacks import AbstractCallback
+from epochal.loop.callbacks import AbstractCallback
 from epochal_callbacks.progress import ProgressBar, format_epoch_line
 
 SUMMARY = re.compile(

@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
-from epochal.registry import get_callback  # noqa: E402
+from epochal.plugins.registry import get_callback  # noqa: E402
 from epochal_callbacks.schedulers.keras import (  # noqa: E402
     CosineDecay,
     ReduceOnPlateau,

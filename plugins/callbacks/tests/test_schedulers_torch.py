@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from epochal.registry import get_callback  # noqa: E402
+from epochal.plugins.registry import get_callback  # noqa: E402
 from epochal_callbacks.schedulers.torch import TorchLRScheduler  # noqa: E402
 
 BATCH_SIZE = 128  # 1437 training digits: 12 batches an epoch

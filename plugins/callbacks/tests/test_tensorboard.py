@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from epochal.callbacks import AbstractCallback
+from epochal.loop.callbacks import AbstractCallback
 from epochal_callbacks.tensorboard import BATCH_RUN, TensorBoardLogger
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from epochal.plugins import build_plugin_manager
+from epochal.plugins.manager import build_plugin_manager
 
 
 def test_discovered_through_the_entry_point():

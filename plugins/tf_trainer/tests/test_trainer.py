@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from epochal import hookimpl
-from epochal.registry import get_trainer
+from epochal.plugins.registry import get_trainer
 from epochal_tf import AbstractTfNetwork, create_optims_default_tf
 from epochal_tf._tf import keras, tf
 from epochal_tf.trainer import TfNetworkTrainer
@@ -282,8 +282,8 @@ def test_importing_the_trainer_prints_no_tensorflow_noise():
 
 def test_registration_does_not_import_tensorflow():
     code = (
-        "import sys; from epochal.plugins import build_plugin_manager; "
-        "from epochal.registry import Registry; build_plugin_manager(environ={}); "
+        "import sys; from epochal.plugins.manager import build_plugin_manager; "
+        "from epochal.plugins.registry import Registry; build_plugin_manager(environ={}); "
         "import epochal_tf.plugin; print('tensorflow' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

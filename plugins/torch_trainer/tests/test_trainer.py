@@ -10,7 +10,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from epochal import hookimpl
-from epochal.registry import get_trainer
+from epochal.plugins.registry import get_trainer
 from epochal_torch import AbstractPyTorchNetwork, create_optims_default_pytorch
 from epochal_torch.networks import prepare_batch
 from epochal_torch.trainer import PyTorchNetworkTrainer

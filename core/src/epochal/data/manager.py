@@ -51,7 +51,7 @@ def _as_dataset(
 
 def _resolve_sampler_cls(sampler_cls: Any) -> type:
     if isinstance(sampler_cls, str):
-        from epochal.registry import get_sampler
+        from epochal.plugins.registry import get_sampler
 
         sampler_cls = get_sampler(sampler_cls)
     if not (isinstance(sampler_cls, type) and issubclass(sampler_cls, AbstractSampler)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from epochal.data import DataManager, RandomSampler
-from epochal.registry import get_dataset, get_trainer
+from epochal.plugins.registry import get_dataset, get_trainer
 from epochal_numpy.network import SoftmaxRegression
 
 

@@ -11,9 +11,9 @@ import numpy as np
 
 from epochal.data.batching import rebatch
 from epochal.errors import CheckpointError, ConfigError
-from epochal.files import atomic_write, open_run_file
-from epochal.runs import check_core_state, checkpoint_value_error
-from epochal.trainer import AbstractNetworkTrainer
+from epochal.loop.trainer import AbstractNetworkTrainer
+from epochal.runs.files import atomic_write, open_run_file
+from epochal.runs.folder import check_core_state, checkpoint_value_error
 from epochal_numpy.network import SoftmaxRegression, softmax_cross_entropy
 
 CHECKPOINT_SUFFIX = ".npz"

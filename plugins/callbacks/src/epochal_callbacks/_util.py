@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from epochal.errors import ConfigError, MissingMetricError
-from epochal.files import check_run_file, run_file_error
+from epochal.runs.files import check_run_file, run_file_error
 
 
 def epoch_metrics(metrics_train: Mapping[str, Any], metrics_val: Mapping[str, Any]) -> dict:
@@ -98,7 +98,7 @@ def check_path(owner: str, key: str, value: str | os.PathLike[str] | None) -> st
     if not isinstance(text, str) or not text or "\x00" in text:
         raise ConfigError(f"{owner}: {key} must be a path (a non-empty string), got {value!r}")
     if os.path.isabs(text):
-        from epochal.limits import check_output_dir
+        from epochal.job.limits import check_output_dir
 
         if key == "file_name":  # the file's folder must take it
             check_output_dir(os.path.dirname(text), f"{key} {text!r}: its folder")

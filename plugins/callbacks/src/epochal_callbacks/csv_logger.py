@@ -8,8 +8,8 @@ import os
 import time
 from typing import Any
 
-from epochal.callbacks import AbstractCallback
-from epochal.files import atomic_write, open_run_file
+from epochal.loop.callbacks import AbstractCallback
+from epochal.runs.files import atomic_write, open_run_file
 from epochal_callbacks._util import check_file_name, check_path, current_lrs, output_path
 
 

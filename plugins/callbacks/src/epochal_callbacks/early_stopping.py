@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from epochal.callbacks import AbstractCallback
+from epochal.loop.callbacks import AbstractCallback
 from epochal_callbacks._util import check_mode, improved, lookup_metric
 
 _DELIRA_MODES = {"min": "lowest", "max": "highest"}

@@ -7,9 +7,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from epochal.callbacks import AbstractCallback
-from epochal.files import atomic_write
-from epochal.trainer import VAL_PREFIX
+from epochal.loop.callbacks import AbstractCallback
+from epochal.loop.trainer import VAL_PREFIX
+from epochal.runs.files import atomic_write
 from epochal_callbacks._chart import Panel, Series, render_png
 from epochal_callbacks._util import check_file_name, check_path, output_path
 

@@ -6,7 +6,7 @@ The names are what configs and the trainers' ``lr_scheduler_cls`` look up.
 from __future__ import annotations
 
 from epochal import hookimpl
-from epochal.hookspecs import Register
+from epochal.plugins.hookspecs import Register
 
 #: name -> "module:attr"; nothing is imported until a name is used.
 CALLBACKS = {

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import IO, Any
 
-from epochal.callbacks import AbstractCallback
+from epochal.loop.callbacks import AbstractCallback
 from epochal_callbacks._util import host_float
 
 __all__ = ["ProgressBar", "format_epoch_line"]

@@ -15,8 +15,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from epochal.callbacks import AbstractCallback
-from epochal.files import run_file_error
+from epochal.loop.callbacks import AbstractCallback
+from epochal.runs.files import run_file_error
 from epochal_callbacks._util import check_path, current_lrs, host_float, output_path
 
 __all__ = ["TensorBoardLogger", "event_file_output"]

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import IO, Any
 
-from epochal.callbacks import AbstractCallback
+from epochal.loop.callbacks import AbstractCallback
 
 
 class Timer(AbstractCallback):

@@ -2,7 +2,7 @@
 
 ``strategy="mirrored"``: one process, several devices (``gpu_ids``' GPUs, else the logical CPU
 devices): the trainer splits each batch of the process over the devices. The core sees one
-process (:class:`~epochal.distributed.Collective`).
+process (:class:`~epochal.loop.distributed.Collective`).
 
 ``strategy="multi_worker"``: one process per worker, each started with ``TF_CONFIG`` (the
 cluster's ``host:port`` list and this task's index). :class:`TfCollective` gives the core the
@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from epochal.distributed import Collective, collective_op, weighted_sums
 from epochal.errors import DistributedError, LaunchError
+from epochal.loop.distributed import Collective, collective_op, weighted_sums
 from epochal_tf._tf import keras, tf
 
 __all__ = [

@@ -1,10 +1,10 @@
-"""``TfExperiment``: delira's name for an :class:`~epochal.experiment.Experiment` on TensorFlow."""
+"""``TfExperiment``: delira's name for an :class:`~epochal.runs.experiment.Experiment` on TF."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from epochal.experiment import Experiment
+from epochal.runs.experiment import Experiment
 
 __all__ = ["TfExperiment"]
 

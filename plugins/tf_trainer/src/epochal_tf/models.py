@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from epochal.limits import cnn_channels, mlp_widths
+from epochal.job.limits import cnn_channels, mlp_widths
 from epochal_tf._tf import keras
 
 __all__ = ["MLP", "SmallCNN"]

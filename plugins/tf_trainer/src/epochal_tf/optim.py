@@ -146,7 +146,7 @@ class MixedPrecision:
 def scheduler_callback(scheduler_cls: Any, params: dict[str, Any]) -> object:
     """delira's ``lr_scheduler_cls``: served by the Keras epoch rules of epochal-callbacks."""
     from epochal.errors import UnknownNameError
-    from epochal.registry import get_callback
+    from epochal.plugins.registry import get_callback
 
     if isinstance(scheduler_cls, str):
         try:

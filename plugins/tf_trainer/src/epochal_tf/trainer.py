@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from epochal.data.batching import batch_length, rebatch
-from epochal.distributed import Collective
 from epochal.errors import NonFiniteLossError
-from epochal.trainer import AbstractNetworkTrainer
+from epochal.loop.distributed import Collective
+from epochal.loop.trainer import AbstractNetworkTrainer
 from epochal_tf._tf import keras, tf
 from epochal_tf.devices import device_for
 from epochal_tf.distributed import (
@@ -88,7 +88,7 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
             (XLA); the rest is passed to the network's ``closure``.
     """
 
-    #: What configs may name for this backend (:mod:`epochal.components`): the torch backend's
+    #: What configs may name for this backend (:mod:`epochal.job.components`): the torch backend's
     #: names with Keras meanings, so that one config serves both.
     components: ClassVar[dict[str, dict[str, str]]] = {
         "models": {"mlp": "epochal_tf.models:MLP", "cnn": "epochal_tf.models:SmallCNN"},
@@ -115,7 +115,7 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
             )
         },
     }
-    #: Modules whose loss and metric functions a config may name by path (:mod:`epochal.trust`).
+    #: Modules whose loss and metric functions a config may name by path (:mod:`epochal.job.trust`).
     function_modules: ClassVar[tuple[str, ...]] = (
         "keras.losses",
         "keras.metrics",

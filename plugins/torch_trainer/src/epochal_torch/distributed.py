@@ -19,8 +19,8 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from epochal.distributed import Collective, LaunchEnv, collective_op, launch_env, weighted_sums
 from epochal.errors import DistributedError, LaunchError
+from epochal.loop.distributed import Collective, LaunchEnv, collective_op, launch_env, weighted_sums
 
 __all__ = ["DIST_BACKENDS", "TorchCollective", "device_for_rank", "join_processes"]
 

@@ -1,10 +1,10 @@
-"""``PyTorchExperiment``: delira's name for an :class:`~epochal.experiment.Experiment` on torch."""
+"""``PyTorchExperiment``: delira's name for :class:`~epochal.runs.experiment.Experiment` (torch)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from epochal.experiment import Experiment
+from epochal.runs.experiment import Experiment
 
 __all__ = ["PyTorchExperiment"]
 

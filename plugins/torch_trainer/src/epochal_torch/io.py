@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from epochal.errors import CheckpointError
-from epochal.files import atomic_write, open_run_file, os_error_in, write_error_message
-from epochal.runs import check_core_state, checkpoint_value_error
+from epochal.runs.files import atomic_write, open_run_file, os_error_in, write_error_message
+from epochal.runs.folder import check_core_state, checkpoint_value_error
 
 __all__ = [
     "CheckpointError",

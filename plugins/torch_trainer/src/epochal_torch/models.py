@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from epochal.limits import cnn_channels, mlp_widths
+from epochal.job.limits import cnn_channels, mlp_widths
 
 __all__ = ["MLP", "SmallCNN"]
 

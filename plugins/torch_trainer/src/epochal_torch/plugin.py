@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from epochal import hookimpl
-from epochal.hookspecs import Register
+from epochal.plugins.hookspecs import Register
 
 
 @hookimpl

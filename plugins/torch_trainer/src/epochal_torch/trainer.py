@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from epochal.data.batching import batch_length, rebatch
-from epochal.distributed import Collective
 from epochal.errors import NonFiniteLossError
-from epochal.trainer import AbstractNetworkTrainer
+from epochal.loop.distributed import Collective
+from epochal.loop.trainer import AbstractNetworkTrainer
 from epochal_torch.distributed import is_collective_failure, join_processes, lost_peer
 from epochal_torch.epoch import epoch_means
 from epochal_torch.io import (
@@ -91,7 +91,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         **kwargs: passed to the network's ``closure``.
     """
 
-    #: What configs may name for this backend (:mod:`epochal.components`); any other object
+    #: What configs may name for this backend (:mod:`epochal.job.components`); any other object
     #: is named by its ``"module:attr"`` path.
     components: ClassVar[dict[str, dict[str, str]]] = {
         "models": {"mlp": "epochal_torch.models:MLP", "cnn": "epochal_torch.models:SmallCNN"},
@@ -119,7 +119,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             )
         },
     }
-    #: Modules whose loss and metric functions a config may name by path (:mod:`epochal.trust`).
+    #: Modules whose loss and metric functions a config may name by path (:mod:`epochal.job.trust`).
     function_modules: ClassVar[tuple[str, ...]] = ("torch.nn.functional",)
     #: Plugin and callback state may hold tensors and bytes too (``torch.load(weights_only)``).
     checkpoint_value_types: ClassVar[tuple[type, ...]] = (torch.Tensor, bytes)
@@ -415,7 +415,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
 def _scheduler_callback(scheduler_cls: Any, params: dict[str, Any]) -> object:
     """delira's ``lr_scheduler_cls``: served by ``torch_lr_scheduler`` of epochal-callbacks."""
     from epochal.errors import UnknownNameError
-    from epochal.registry import get_callback
+    from epochal.plugins.registry import get_callback
 
     try:
         callback_cls = get_callback("torch_lr_scheduler")

@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from epochal.callbacks import AbstractCallback
+from epochal.loop.callbacks import AbstractCallback
 from epochal_callbacks._util import (
     check_mode,
     improved,

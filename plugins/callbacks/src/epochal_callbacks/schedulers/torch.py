@@ -18,8 +18,8 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from epochal.callbacks import AbstractCallback
-from epochal.trust import import_checked
+from epochal.job.trust import import_checked
+from epochal.loop.callbacks import AbstractCallback
 from epochal_callbacks._util import lookup_metric, same_optimizers, select_optimizers
 
 __all__ = ["STEP_ON", "TorchLRScheduler"]
@@ -41,7 +41,7 @@ def resolve_scheduler_cls(scheduler_cls: type | str | Callable[..., Any]) -> Cal
     a scheduler is accepted (the way to build ``SequentialLR`` or ``ChainedScheduler``).
     """
     if isinstance(scheduler_cls, str):
-        if ":" in scheduler_cls:  # checked like a config's path: epochal.trust
+        if ":" in scheduler_cls:  # checked like a config's path: epochal.job.trust
             from torch.optim import lr_scheduler
 
             scheduler_cls = import_checked(

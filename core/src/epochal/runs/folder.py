@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from epochal.errors import CheckpointError, ConfigError, EpochalError
-from epochal.files import atomic_write, check_run_file, open_run_file
+from epochal.runs.files import atomic_write, check_run_file, open_run_file
 
 __all__ = [
     "RunRecorder",
@@ -84,7 +84,7 @@ class RunRecorder:
 
 def backend_trainer(backend: str) -> type:
     """The trainer class registered as ``backend``, or an error that says what to install."""
-    from epochal.registry import trainers
+    from epochal.plugins.registry import trainers
 
     registry = trainers()
     if backend not in registry:

@@ -1,4 +1,4 @@
-"""k-fold cross-validation of an :class:`~epochal.experiment.Experiment`: train and test on
+"""k-fold cross-validation of an :class:`~epochal.runs.experiment.Experiment`: train and test on
 each fold, then the mean and standard deviation of every test metric (``kfold.json``)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from epochal.files import atomic_write
-from epochal.runs import _jsonable
+from epochal.runs.files import atomic_write
+from epochal.runs.folder import _jsonable
 
 __all__ = ["KFoldResult", "cross_validate"]
 

@@ -17,10 +17,10 @@ from typing import Any
 import click
 
 from epochal import __version__
-from epochal.commands import register_commands
+from epochal.cli.commands import register_commands
 from epochal.errors import EpochalError
-from epochal.plugin_info import PluginInfo, describe_plugins
-from epochal.plugins import (
+from epochal.plugins.info import PluginInfo, describe_plugins
+from epochal.plugins.manager import (
     FAILED,
     EpochalPluginManager,
     PluginWarning,

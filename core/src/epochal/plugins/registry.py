@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from epochal.errors import UnknownNameError
-from epochal.plugins import (
+from epochal.plugins.manager import (
     DEFAULTS_PLUGIN_NAME,
     FAILED,
     EpochalPluginManager,

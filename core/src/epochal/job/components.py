@@ -6,7 +6,7 @@ depends on the backend, so each trainer class carries its own table::
     class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         components = {"models": {"mlp": "epochal_torch.models:MLP"}, "losses": {...}, ...}
 
-Anything else is named by its ``"module:attr"`` path, which :mod:`epochal.trust` checks against
+Anything else is named by its ``"module:attr"`` path, which :mod:`epochal.job.trust` checks against
 the slot's kind before anything it names is called. Nothing is imported until used.
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from epochal.errors import ConfigError
-from epochal.registry import resolve_path
-from epochal.trust import import_checked
+from epochal.job.trust import import_checked
+from epochal.plugins.registry import resolve_path
 
 __all__ = [
     "KINDS",
@@ -44,7 +44,7 @@ def resolve_component(
 ) -> Any:
     """The object ``name`` stands for: a name in the trainer's ``components[kind]``
     (case-insensitive) or a ``"module:attr"`` path that the trust model allows for ``kind``
-    (:mod:`epochal.trust`; ``trusted``: the job's ``trusted_modules``); objects pass through."""
+    (:mod:`epochal.job.trust`; ``trusted``: the job's ``trusted_modules``); objects pass through."""
     where = f"{key}: " if key else ""
     if not isinstance(name, str):
         if callable(name):

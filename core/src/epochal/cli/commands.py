@@ -18,10 +18,10 @@ from typing import Any
 
 import click
 
-from epochal.distributed import is_main_process, process_role
 from epochal.errors import ConfigError, DataError, EpochalError
-from epochal.interrupt import TrainingInterrupted
-from epochal.prediction_files import check_out, load_inputs, write_predictions
+from epochal.loop.distributed import is_main_process, process_role
+from epochal.loop.interrupt import TrainingInterrupted
+from epochal.runs.prediction_files import check_out, load_inputs, write_predictions
 
 __all__ = ["register_commands"]
 
@@ -170,7 +170,7 @@ def _load(
     seed: int | None,
     overrides: tuple[str, ...],
 ) -> Any:
-    from epochal.experiment import Experiment
+    from epochal.runs.experiment import Experiment
 
     # `--set key value`: click took the value for the CONFIG argument, which does not exist
     stray = config and not config.endswith(".toml") and not os.path.exists(config)
@@ -193,7 +193,7 @@ def _load(
 def _is_epochal_scratch(name: str) -> bool:
     """The run folder's lock, or a temporary file of an atomic write (which a killed writer
     leaves): nothing a run saved."""
-    from epochal.runs import LOCK_FILE
+    from epochal.runs.folder import LOCK_FILE
 
     return name == LOCK_FILE or (name.startswith(".") and name.endswith(".tmp"))
 
@@ -230,7 +230,7 @@ def _announce_restart(run_dir: str, message: str) -> None:
     """Say that a run without a checkpoint starts again from epoch 1, once its folder is
     known to be free (a run in its first epoch holds it: that error comes first)."""
     if process_role() is None:  # one process; ranks would take the lock from each other
-        from epochal.runs import run_lock
+        from epochal.runs.folder import run_lock
 
         with run_lock(run_dir):
             pass
@@ -241,7 +241,7 @@ def _run_dir_config(run_dir: str) -> str:
     config = os.path.join(run_dir, "config.toml")
     if not os.path.isdir(run_dir):
         raise ConfigError(f"run folder {run_dir!r} does not exist")
-    from epochal.files import check_run_file
+    from epochal.runs.files import check_run_file
 
     check_run_file(config)  # a link or FIFO as config.toml: refused by name, never read
     if not os.path.isfile(config):
@@ -292,12 +292,12 @@ def train_command(
 def resume_command(run_dir: str, epochs: int | None, debug: bool, nproc: int | None = None) -> None:
     """Continue the run in RUN_DIR from its last checkpoint."""
     with _phase(debug, EXIT_USAGE):
-        from epochal.experiment import Experiment
+        from epochal.runs.experiment import Experiment
 
         experiment = Experiment.from_config(_run_dir_config(run_dir))
         experiment._check_output_dir(run_dir, "RUN_DIR")
         _launched(experiment, nproc)
-        from epochal.runs import checkpoint_file
+        from epochal.runs.folder import checkpoint_file
 
         if checkpoint_file(run_dir, "checkpoint_last") is None:
             _announce_restart(
@@ -318,7 +318,7 @@ def predict_command(run_dir: str, data: str, out: str, checkpoint: str, debug: b
         check_out(out, data)  # before anything is loaded: a bad --out costs no prediction
         from epochal.data import DataManager
         from epochal.data.batching import closing_batchgen
-        from epochal.experiment import Experiment
+        from epochal.runs.experiment import Experiment
 
         experiment = Experiment.from_config(_run_dir_config(run_dir))
         # checked against the run's training samples, before the model sees it
@@ -352,7 +352,7 @@ def kfold_command(
         experiment = _load(config, backend, epochs, seed, overrides)
         experiment._check_output_dir(run_dir, "--run-dir")
         _launched(experiment, nproc)
-        from epochal.build import build_dataset
+        from epochal.job.build import build_dataset
 
         dataset = build_dataset(experiment.config)
     with _phase(debug, EXIT_FAILED):

@@ -15,10 +15,10 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from epochal.hookspecs import hookimpl
+from epochal.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
-    from epochal.trainer import AbstractNetworkTrainer
+    from epochal.loop.trainer import AbstractNetworkTrainer
 
 __all__ = ["AbstractCallback", "BatchCallbackChain", "CallbackChain", "is_hook_plugin"]
 

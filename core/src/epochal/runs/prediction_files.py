@@ -71,8 +71,8 @@ class SampleSpec:
 def load_inputs(data: str, config: Mapping[str, Any]) -> Any:
     """The dataset to predict: a registry name (built with the run's ``dataset_params``), or a
     ``.npy``/``.npz``/``.csv`` file checked against the run's training samples."""
-    from epochal.build import build_dataset
     from epochal.data.datasets import ArrayDataset
+    from epochal.job.build import build_dataset
 
     source = f"--data {data}"
     if not os.path.splitext(data)[1]:
@@ -98,7 +98,7 @@ def load_inputs(data: str, config: Mapping[str, Any]) -> Any:
 def _training_spec(config: Mapping[str, Any]) -> SampleSpec | None:
     """The run's sample spec, or ``None`` (and a note) when its data set cannot be built any
     more: predicting a file must not need the training data to still be there."""
-    from epochal.build import build_dataset
+    from epochal.job.build import build_dataset
 
     try:
         spec = SampleSpec.of_dataset(build_dataset(config))
@@ -483,7 +483,7 @@ def write_predictions(out: str, predictions: Any, labels: list[Any]) -> None:
     """``.npy``: the raw outputs; ``.csv``: the predicted class, the label and the outputs."""
     import numpy as np
 
-    from epochal.files import atomic_write
+    from epochal.runs.files import atomic_write
 
     if out.endswith(".npy"):
         with atomic_write(out) as handle:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from epochal.plugins import EpochalPluginManager, single_plugin_caller
+from epochal.plugins.manager import EpochalPluginManager, single_plugin_caller
 
 __all__ = ["PluginInfo", "describe_plugins"]
 
@@ -34,7 +34,7 @@ class PluginInfo:
 
 def describe_plugins(manager: EpochalPluginManager) -> list[PluginInfo]:
     """Every registered plugin (with what it provides) and every broken one."""
-    from epochal import registry
+    from epochal.plugins import registry
 
     provided: dict[str, dict[str, list[str]]] = {}
     for kind, build in registry.REGISTRIES.items():

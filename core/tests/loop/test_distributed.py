@@ -11,8 +11,14 @@ from epochal import AbstractCallback
 from epochal.data import DataManager, RandomSampler, SequentialSampler
 from epochal.data.datasets import ArrayDataset
 from epochal.data.samplers import ShardedSampler
-from epochal.distributed import Collective, collective_op, is_main_process, launch_env, process_role
 from epochal.errors import ConfigError, DataError, DistributedError, LaunchError
+from epochal.loop.distributed import (
+    Collective,
+    collective_op,
+    is_main_process,
+    launch_env,
+    process_role,
+)
 
 
 def indexed(n: int) -> ArrayDataset:
@@ -197,7 +203,7 @@ def test_the_process_role_comes_from_the_launchers_variables(environ, role):
 
 
 def test_the_progress_bar_counts_this_ranks_batches():
-    from epochal.experiment import _batches_per_rank
+    from epochal.runs.experiment import _batches_per_rank
 
     manager = DataManager(indexed(100), 10, 0)
     assert _batches_per_rank(manager, Collective()) == 10

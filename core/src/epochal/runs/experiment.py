@@ -1,7 +1,7 @@
 """``Experiment``: delira's experiment, framework-neutral: run, resume, test and k-fold.
 
 The backend's trainer comes from the registry by name (``backend="torch"``); models, losses,
-metrics and optimizers may be given as objects or by name (:mod:`epochal.components`). Each
+metrics and optimizers may be given as objects or by name (:mod:`epochal.job.components`). Each
 run gets its own folder: ``config.toml``, checkpoints, ``metrics.csv``, TensorBoard events,
 ``curves.png`` (with epochal-callbacks) and ``summary.json``.
 """
@@ -19,18 +19,18 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from epochal.components import (
+from epochal.errors import ConfigError, EpochalError
+from epochal.job.components import (
     check_kwargs,
     resolve_component,
     seed_everything,
 )
-from epochal.errors import ConfigError, EpochalError
-from epochal.files import atomic_write, remove_stale_temp_files
-from epochal.interrupt import TrainingInterrupted, stop_on_signals
-from epochal.kfold import KFoldResult, cross_validate
-from epochal.limits import check_output_dir, check_seed
-from epochal.params import Parameters
-from epochal.runs import (
+from epochal.job.limits import check_output_dir, check_seed
+from epochal.job.params import Parameters
+from epochal.job.trainer_args import TRAINING_KEYS, build_named, trainer_kwargs
+from epochal.loop.interrupt import TrainingInterrupted, stop_on_signals
+from epochal.runs.files import atomic_write, remove_stale_temp_files
+from epochal.runs.folder import (
     RunRecorder,
     RunResult,
     backend_trainer,
@@ -42,7 +42,7 @@ from epochal.runs import (
     versions,
     write_summary,
 )
-from epochal.trainer_args import TRAINING_KEYS, build_named, trainer_kwargs
+from epochal.runs.kfold import KFoldResult, cross_validate
 
 __all__ = ["TRAINING_KEYS", "Experiment", "KFoldResult", "RunResult"]
 
@@ -67,7 +67,7 @@ class Experiment:
         backend: the registered backend name (``"torch"``, ``"tf"``, a plugin's).
         **kwargs: trainer keyword arguments (``gpu_ids``, ``mixed_precision``,
             ``callbacks``, ...), plus ``seed``, ``val_score_mode`` and ``trusted_modules``
-            (modules whose functions ``"module:attr"`` strings may name: :mod:`epochal.trust`).
+            (modules whose functions ``"module:attr"`` strings may name: :mod:`epochal.job.trust`).
     """
 
     def __init__(
@@ -92,7 +92,7 @@ class Experiment:
         self.params = params
         self.backend = backend
         self.trainer_cls = trainer_cls if trainer_cls is not None else backend_trainer(backend)
-        #: Modules whose functions a ``"module:attr"`` string may name (:mod:`epochal.trust`).
+        #: Modules whose functions a ``"module:attr"`` string may name (:mod:`epochal.job.trust`).
         self.trusted_modules: tuple[str, ...] = tuple(kwargs.pop("trusted_modules", None) or ())
         self.model_cls = resolve_component(
             self.trainer_cls, "models", model_cls, "model", self.trusted_modules
@@ -119,8 +119,8 @@ class Experiment:
     def from_config(cls, config: Any, overrides: Iterable[str] = ()) -> Experiment:
         """From a TOML file, a config dict or the embedded default (``None``); ``overrides``
         are ``"dotted.key=value"`` strings."""
-        from epochal.build import experiment_from_config
-        from epochal.config import load_config
+        from epochal.job.build import experiment_from_config
+        from epochal.job.config import load_config
 
         return experiment_from_config(load_config(config, overrides))
 
@@ -143,7 +143,7 @@ class Experiment:
 
     def trainer_kwargs(self, params: Parameters | None = None) -> dict[str, Any]:
         """The trainer's keyword arguments from ``params``' training group (names resolved for
-        the backend, checked against the trainer's signature: :mod:`epochal.trainer_args`)."""
+        the backend, checked against the trainer's signature: :mod:`epochal.job.trainer_args`)."""
         return trainer_kwargs(
             self.trainer_cls,
             (params or self.params).training_kwargs,
@@ -190,7 +190,7 @@ class Experiment:
     def _callbacks(self, n_batches: int | None = None) -> list[object]:
         if self.config is None:
             return []
-        from epochal.build import build_callbacks
+        from epochal.job.build import build_callbacks
 
         return build_callbacks(self.config, self._score_mode(), self.val_score_key, n_batches)
 
@@ -201,7 +201,7 @@ class Experiment:
                     "no training data: pass train_data, or build the experiment with "
                     "Experiment.from_config so that it knows its data"
                 )
-            from epochal.build import build_data
+            from epochal.job.build import build_data
 
             return build_data(self.config, self.seed)
         training = self.params.training_kwargs
@@ -230,7 +230,7 @@ class Experiment:
         ``train_data``/``val_data``: data managers or datasets (wrapped with the training
         group's ``batch_size``); left out, they come from the config. ``handle_signals=True``
         makes SIGTERM and Ctrl-C stop at the next batch boundary with a checkpoint to resume
-        from (:class:`~epochal.interrupt.TrainingInterrupted` is raised). A run folder held by
+        from (:class:`~epochal.loop.interrupt.TrainingInterrupted` is raised). A run folder held by
         another process is refused, and so is one that cannot be written (before the data
         are built).
         """
@@ -438,7 +438,7 @@ class Experiment:
     def _write_config(self, run_dir: str, params: Parameters | None) -> None:
         import tomli_w
 
-        from epochal.build import config_for_saving
+        from epochal.job.build import config_for_saving
 
         config = config_for_saving(self, params)
         with atomic_write(os.path.join(run_dir, "config.toml")) as handle:
@@ -513,7 +513,7 @@ class Experiment:
         if data is None:
             if self.config is None:
                 raise ConfigError("kfold needs data, or an experiment built with from_config")
-            from epochal.build import build_dataset
+            from epochal.job.build import build_dataset
 
             return build_dataset(self.config)
         dataset = getattr(data, "dataset", data)

@@ -170,7 +170,7 @@ class Parameters:
         """Write TOML (``.toml`` is appended if missing); returns the path written."""
         import tomli_w
 
-        from epochal.files import atomic_write
+        from epochal.runs.files import atomic_write
 
         path = os.fspath(file_path)
         if not path.endswith(".toml"):

@@ -8,7 +8,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from epochal.checkpoint_state import describe_holdable, find_unholdable, format_path
+from epochal.runs.checkpoint_state import describe_holdable, find_unholdable, format_path
 
 
 def bad(value, extra_types=()):

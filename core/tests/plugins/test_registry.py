@@ -7,8 +7,15 @@ import pytest
 from epochal import hookimpl
 from epochal.data import ArrayDataset
 from epochal.errors import PluginError, UnknownNameError
-from epochal.plugins import PluginWarning, build_plugin_manager
-from epochal.registry import callbacks, datasets, get_dataset, get_sampler, resolve_path, samplers
+from epochal.plugins.manager import PluginWarning, build_plugin_manager
+from epochal.plugins.registry import (
+    callbacks,
+    datasets,
+    get_dataset,
+    get_sampler,
+    resolve_path,
+    samplers,
+)
 
 
 class MyDigits:
@@ -64,7 +71,7 @@ def test_broken_path_names_the_plugin_and_target():
         def epochal_register_trainers(self, register):
             register("ghost", "no_such_module_xyz:Trainer")
 
-    from epochal.registry import trainers
+    from epochal.plugins.registry import trainers
 
     with pytest.raises(
         ImportError, match=r"trainer 'ghost' \(from plugin .*BadPath.*no_such_module_xyz"

@@ -1,6 +1,6 @@
 """TrainerHooks: what plugins and callbacks see of a trainer: its hook manager (the global
 plugins plus its own callbacks), callback registration in delira's styles, and the merging
-of what hooks return into ``trainer.state``. :class:`~epochal.trainer.AbstractNetworkTrainer`
+of what hooks return into ``trainer.state``. :class:`~epochal.loop.trainer.AbstractNetworkTrainer`
 builds on it; the loop that fires the hooks lives there.
 
 Two misbehaviours of plugin code are caught here, before they cost a run its files: state for
@@ -15,15 +15,14 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
-from epochal.callbacks import (
+from epochal.errors import PluginError
+from epochal.loop.callbacks import (
     AbstractCallback,
     BatchCallbackChain,
     CallbackChain,
     is_hook_plugin,
 )
-from epochal.checkpoint_state import describe_holdable, find_unholdable, format_path
-from epochal.errors import PluginError
-from epochal.plugins import (
+from epochal.plugins.manager import (
     CtrlCWatch,
     EpochalPluginManager,
     build_trainer_plugin_manager,
@@ -32,6 +31,7 @@ from epochal.plugins import (
     hookimpl_in_traceback,
     single_plugin_caller,
 )
+from epochal.runs.checkpoint_state import describe_holdable, find_unholdable, format_path
 
 __all__ = ["TrainerHooks"]
 
@@ -65,7 +65,7 @@ class TrainerHooks:
         self._checkpoint_last_epoch: int | None = None
         self._plugin_manager = build_trainer_plugin_manager(plugin_manager or get_plugin_manager())
         self._callback_chain = CallbackChain()
-        self._plugin_manager.register(self._callback_chain, "epochal.trainer-callbacks")
+        self._plugin_manager.register(self._callback_chain, "epochal.loop.trainer-callbacks")
         self._refresh_hooks()
         for callback in callbacks or ():
             self.register_callback(callback)
@@ -101,10 +101,10 @@ class TrainerHooks:
         ):
             self._callback_chain.add(callback, self._state_key(callback))
             if self._callback_chain.has_batch_callbacks and not self._plugin_manager.has_plugin(
-                "epochal.trainer-batch-callbacks"
+                "epochal.loop.trainer-batch-callbacks"
             ):
                 self._plugin_manager.register(
-                    BatchCallbackChain(self._callback_chain), "epochal.trainer-batch-callbacks"
+                    BatchCallbackChain(self._callback_chain), "epochal.loop.trainer-batch-callbacks"
                 )
             self._callbacks.append(callback)
             self._refresh_hooks()

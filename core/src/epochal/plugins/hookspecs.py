@@ -2,7 +2,7 @@
 
 Two kinds of hooks live here. *Registration hooks* are called whenever a
 registry is built and hand a plugin a ``register`` callable (the llm/datasette
-pattern). *Life-cycle hooks* are called by :class:`~epochal.trainer.AbstractNetworkTrainer`
+pattern). *Life-cycle hooks* are called by :class:`~epochal.loop.trainer.AbstractNetworkTrainer`
 at the moment they are named after, on a per-trainer plugin manager that holds
 the global plugins plus the callbacks registered on that trainer.
 
@@ -21,7 +21,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
     import click
 
-    from epochal.trainer import AbstractNetworkTrainer
+    from epochal.loop.trainer import AbstractNetworkTrainer
 
 __all__ = [
     "PROJECT_NAME",
@@ -196,7 +196,7 @@ def epochal_state_dict(trainer: AbstractNetworkTrainer) -> dict[str, Any] | None
     Return ``{key: state}`` with a key unique to the plugin and a state made of
     plain containers, numbers and strings (and the backend's tensors), or
     ``None``. All contributions are merged; a key returned twice is an error.
-    Before every save the state is checked (:mod:`epochal.checkpoint_state`):
+    Before every save the state is checked (:mod:`epochal.runs.checkpoint_state`):
     ``None``, ``bool``, ``int``, ``float``, ``str``, lists, tuples and dicts with
     ``str`` keys, plus the backend's ``checkpoint_value_types``; anything else (a
     numpy number, a set, an object) is a :class:`~epochal.errors.PluginError`

@@ -4,7 +4,7 @@ A backend (torch, tf, the numpy example) fills in ``_setup`` (then calls
 ``super()._setup()``), ``_train_single_epoch``, ``predict``, ``save_state`` and
 ``load_state``; the loop below, best-model tracking, checkpoint scheduling, resume
 bookkeeping and the share of a distributed run's work are written once, here. Plugins and
-callbacks are registered through :class:`~epochal.trainer_hooks.TrainerHooks`.
+callbacks are registered through :class:`~epochal.loop.hooks.TrainerHooks`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from epochal.data.batching import TimedBatches, closing_batchgen
-from epochal.distributed import Collective
-from epochal.interrupt import TrainingInterrupted, skip_batches, stoppable
-from epochal.plugins import EpochalPluginManager
-from epochal.trainer_hooks import TrainerHooks
+from epochal.loop.distributed import Collective
+from epochal.loop.hooks import TrainerHooks
+from epochal.loop.interrupt import TrainingInterrupted, skip_batches, stoppable
+from epochal.plugins.manager import EpochalPluginManager
 
 __all__ = ["VAL_PREFIX", "VAL_SCORE_MODES", "AbstractNetworkTrainer"]
 
@@ -84,7 +84,7 @@ class AbstractNetworkTrainer(TrainerHooks):
         self._resume_batches = 0
         #: The processes this trainer trains in (backends that train in several set theirs in
         #: ``_setup``): the loop shards the data, averages epoch metrics over the ranks, and
-        #: lets only rank 0 write checkpoints (:mod:`epochal.distributed`).
+        #: lets only rank 0 write checkpoints (:mod:`epochal.loop.distributed`).
         self.collective = Collective()
         #: Set by ``train``: what the current run monitors, for callbacks that follow it.
         self.val_score_key: str | None = None
@@ -104,7 +104,7 @@ class AbstractNetworkTrainer(TrainerHooks):
     def distributed_collective(cls, **trainer_kwargs: Any) -> Collective:
         """The processes a trainer built with ``trainer_kwargs`` would train in, joined: one
         here; a backend that reads a launcher's environment (torchrun) overrides it. The
-        :class:`~epochal.experiment.Experiment` calls it before it makes the run folder."""
+        :class:`~epochal.runs.experiment.Experiment` calls it before it makes the run folder."""
         return Collective()
 
     @classmethod
@@ -121,7 +121,7 @@ class AbstractNetworkTrainer(TrainerHooks):
 
     def request_stop(self, reason: str = "stop") -> None:
         """Stop at the next batch boundary, writing ``checkpoint_last`` to resume from (safe
-        to call from a signal handler; see :func:`epochal.interrupt.stop_on_signals`)."""
+        to call from a signal handler; see :func:`epochal.loop.interrupt.stop_on_signals`)."""
         self.stop_requested = reason
 
     # -- life cycle (each fires its hook; backends extend and call super()) ------

@@ -53,7 +53,7 @@ OUTPUT_ONLY = frozenset({"losses", "metrics"})
 
 def plugin_packages() -> set[str]:
     """The top-level packages of the registered epochal plugins (modules or objects)."""
-    from epochal.plugins import get_plugin_manager
+    from epochal.plugins.manager import get_plugin_manager
 
     packages = set()
     for plugin in get_plugin_manager().get_plugins():

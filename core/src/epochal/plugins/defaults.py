@@ -6,7 +6,7 @@ plugin registering the same name wins.
 
 from __future__ import annotations
 
-from epochal.hookspecs import Register, hookimpl
+from epochal.plugins.hookspecs import Register, hookimpl
 
 _SAMPLERS = {
     "sequential": "SequentialSampler",

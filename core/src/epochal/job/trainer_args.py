@@ -1,6 +1,6 @@
 """A training group (delira's ``Parameters.training``) as a trainer's keyword arguments.
 
-Names are resolved for the backend (:mod:`epochal.components`), delira's aliases are accepted
+Names are resolved for the backend (:mod:`epochal.job.components`), delira's aliases are accepted
 (``lr_sched_cls``, ``train_metrics``/``val_metrics``, ``criterions`` for ``losses``), and the
 result is checked against the trainer's signature, so a typo or a missing argument is a
 :class:`ConfigError` naming the ``training.`` key rather than a ``TypeError`` from the trainer.
@@ -12,9 +12,9 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from epochal.components import KINDS, build_component, check_kwargs, resolve_component
 from epochal.errors import ConfigError
-from epochal.trust import import_checked
+from epochal.job.components import KINDS, build_component, check_kwargs, resolve_component
+from epochal.job.trust import import_checked
 
 __all__ = ["TRAINING_KEYS", "build_named", "trainer_kwargs"]
 
@@ -34,7 +34,7 @@ def build_named(
     trainer_cls: type, group: str, kind: str, specs: Any, trusted: Iterable[str] = ()
 ) -> dict[str, Any]:
     """``{name: object}`` from a training-group table of names (``losses``, ``metrics``);
-    ``trusted``: the job's ``trusted_modules`` (:mod:`epochal.trust`)."""
+    ``trusted``: the job's ``trusted_modules`` (:mod:`epochal.job.trust`)."""
     if specs is None:
         return {}
     if not isinstance(specs, Mapping):
@@ -57,7 +57,7 @@ def trainer_kwargs(
     trusted: Iterable[str] = (),
 ) -> dict[str, Any]:
     """``trainer_cls``' keyword arguments from a training group (names resolved for the
-    backend; ``"module:attr"`` paths checked by :mod:`epochal.trust`, with ``trusted`` the
+    backend; ``"module:attr"`` paths checked by :mod:`epochal.job.trust`, with ``trusted`` the
     job's ``trusted_modules``), plus ``save_freq``, ``optim_fn`` (when given) and ``extra``.
 
     Only what the training group gives is passed; a key the trainer does not take, or a

@@ -1,4 +1,4 @@
-"""TOML job configs: load, override and check (:mod:`epochal.build` turns one into objects).
+"""TOML job configs: load, override and check (:mod:`epochal.job.build` turns one into objects).
 
 A config has the tables ``experiment``, ``data``, ``model`` (the model's keyword arguments),
 ``training``, ``callbacks`` and optionally ``variable`` (delira's variable parameters). Every
@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
-from epochal.components import toml_type_name
 from epochal.errors import ConfigError
-from epochal.limits import MAX_DEPTH, check_seed
+from epochal.job.components import toml_type_name
+from epochal.job.limits import MAX_DEPTH, check_seed
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -99,7 +99,7 @@ def default_text() -> str:
 
 def default_backend() -> str:
     """``torch`` if installed, else ``tf``, else whatever backend is there."""
-    from epochal.registry import trainers
+    from epochal.plugins.registry import trainers
 
     names = trainers().names()
     for preferred in ("torch", "tf"):

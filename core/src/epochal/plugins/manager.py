@@ -36,12 +36,12 @@ from typing import IO, Any
 
 import pluggy
 
-from epochal import hookspecs
 from epochal.errors import PluginError
-from epochal.hookspecs import PROJECT_NAME
+from epochal.plugins import hookspecs
+from epochal.plugins.hookspecs import PROJECT_NAME
 
 ENTRY_POINT_GROUP = PROJECT_NAME
-DEFAULTS_PLUGIN_NAME = "epochal.defaults"
+DEFAULTS_PLUGIN_NAME = "epochal.plugins.defaults"
 
 __all__ = [
     "SLOW_IMPORT_NOTICE_S",
@@ -324,7 +324,7 @@ class CtrlCWatch:
 
     While entered (in the main thread), SIGINT first marks that it came and then does what it
     did before (Python's default raises ``KeyboardInterrupt``; a handler installed before,
-    such as :func:`epochal.interrupt.stop_on_signals`' stop request, runs as it did). A
+    such as :func:`epochal.loop.interrupt.stop_on_signals`' stop request, runs as it did). A
     handler installed inside (a stop request switching to "stop at once") is left alone on
     exit. Costs two ``signal.signal`` calls, nothing per call of the code watched.
     """
@@ -362,7 +362,7 @@ class CtrlCWatch:
     def raised_by_code(self, exc: BaseException) -> bool:
         """Whether ``exc`` is the watched code's own doing: an ``Exception``, a ``SystemExit``,
         or a ``KeyboardInterrupt`` while no Ctrl-C came. Anything else (a Ctrl-C, a stop in
-        flight such as :class:`~epochal.interrupt.TrainingInterrupted`) is not."""
+        flight such as :class:`~epochal.loop.interrupt.TrainingInterrupted`) is not."""
         if isinstance(exc, (Exception, SystemExit)):
             return True
         if isinstance(exc, KeyboardInterrupt):
@@ -488,7 +488,7 @@ def build_plugin_manager(
     ``environ`` defaults to ``os.environ``; pass a dict to test the
     ``EPOCHAL_*_PLUGINS`` variables without touching the process.
     """
-    from epochal import defaults
+    from epochal.plugins import defaults
 
     settings = PluginSettings.from_environ(os.environ if environ is None else environ)
     manager = EpochalPluginManager(settings)

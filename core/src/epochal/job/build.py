@@ -1,4 +1,4 @@
-"""A checked job config (:mod:`epochal.config`) turned into objects: the experiment, its data
+"""A checked job config (:mod:`epochal.job.config`) turned into objects: the experiment, its data
 managers (with batchgenerators transforms), its callbacks, and back into the TOML a run folder
 keeps (``config.toml``). Every problem is a :class:`ConfigError` naming the key."""
 
@@ -10,9 +10,9 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
-from epochal.components import check_kwargs
-from epochal.config import default_text
 from epochal.errors import ConfigError, UnknownNameError
+from epochal.job.components import check_kwargs
+from epochal.job.config import default_text
 
 __all__ = [
     "build_callbacks",
@@ -24,11 +24,11 @@ __all__ = [
 
 
 def experiment_from_config(config: dict[str, Any]) -> Any:
-    """The :class:`~epochal.experiment.Experiment` a checked config describes."""
-    from epochal.components import resolve_component
-    from epochal.experiment import Experiment
-    from epochal.params import Parameters
-    from epochal.runs import backend_trainer
+    """The :class:`~epochal.runs.experiment.Experiment` a checked config describes."""
+    from epochal.job.components import resolve_component
+    from epochal.job.params import Parameters
+    from epochal.runs.experiment import Experiment
+    from epochal.runs.folder import backend_trainer
 
     settings = config["experiment"]
     params = Parameters(
@@ -60,7 +60,7 @@ def experiment_from_config(config: dict[str, Any]) -> Any:
 
 
 def build_dataset(config: Mapping[str, Any]) -> Any:
-    from epochal.registry import datasets
+    from epochal.plugins.registry import datasets
 
     data = config["data"]
     try:
@@ -83,7 +83,7 @@ def build_dataset(config: Mapping[str, Any]) -> Any:
 
 
 def _build_transforms(specs: list[Any], trusted: tuple[str, ...] = ()) -> list[Any]:
-    from epochal.trust import import_checked
+    from epochal.job.trust import import_checked
 
     transforms = []
     for index, spec in enumerate(specs):
@@ -106,7 +106,7 @@ def _build_transforms(specs: list[Any], trusted: tuple[str, ...] = ()) -> list[A
 def build_data(config: Mapping[str, Any], seed: int | None = None) -> tuple[Any, Any]:
     """Training and validation data managers (validation ``None`` when ``val_split`` is 0)."""
     from epochal.data import DataManager
-    from epochal.registry import samplers
+    from epochal.plugins.registry import samplers
 
     data = config["data"]
     dataset = build_dataset(config)
@@ -155,7 +155,7 @@ def build_callbacks(
     n_batches: int | None = None,
 ) -> list[object]:
     """The ``[callbacks]`` table's callbacks; ``early_stopping`` follows the score by default."""
-    from epochal.registry import callbacks
+    from epochal.plugins.registry import callbacks
 
     registry = callbacks()
     built = []

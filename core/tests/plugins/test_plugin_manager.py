@@ -13,13 +13,13 @@ import pytest
 
 from epochal import hookimpl
 from epochal.errors import PluginError
-from epochal.plugins import (
+from epochal.plugins.manager import (
     DEFAULTS_PLUGIN_NAME,
     CtrlCWatch,
     PluginWarning,
     build_plugin_manager,
 )
-from epochal.registry import datasets, trainers
+from epochal.plugins.registry import datasets, trainers
 
 
 class GoodPlugin:
@@ -42,8 +42,8 @@ class WrongArgumentPlugin:
 
 def test_importing_epochal_builds_no_manager():
     code = (
-        "import epochal, epochal.plugins, epochal.cli, epochal.trainer\n"
-        "assert epochal.plugins._manager is None, 'manager built at import time'\n"
+        "import epochal, epochal.plugins.manager, epochal.cli.main, epochal.loop.trainer\n"
+        "assert epochal.plugins.manager._manager is None, 'manager built at import time'\n"
         "import sys; assert 'epochal_numpy.plugin' not in sys.modules, 'plugin loaded at import'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,1 @@
+"""The ``epochal`` command line."""

@@ -1,0 +1,1 @@
+"""The training loop: the trainer, its hooks and callbacks, stops, processes."""

@@ -1,0 +1,1 @@
+"""Run folders: their files, checkpoints, experiments and k-fold runs over them."""
