@@ -27,9 +27,9 @@ control: its ratio to the first is the noise floor of the measurement (memory pl
 and machine load move the larger model's epochs by ~1% between identical loops).
 
 Targets: epochal / hand-written <= 1.05 on the tiny MLP and <= 1.02 on the larger one.
-Why: the trainer's per-batch work must be the step and nothing else (DESIGN §4). A
-hand-written step of the tiny MLP takes 110-130 µs in this benchmark on the 2-core dev machine
-(DESIGN §6 records ~230 µs), so 5% leaves about 6 µs per step for everything the trainer adds.
+Why: the trainer's per-batch work must be the step and nothing else (docs/architecture.md,
+"Invariants"). A hand-written step of the tiny MLP takes 110-130 µs in this benchmark on the
+2-core dev machine, so 5% leaves about 6 µs per step for everything the trainer adds.
 
 PyTorch Ignite and PyTorch Lightning are measured too when installed (information rows,
 not targets; Lightning's epochs are timed inside one ``fit`` by a callback, so they are not
