@@ -1,8 +1,14 @@
-"""The core's side of distributed training, in one process: launch variables, sharded data,
-and what a rank other than 0 does (trains its share, writes nothing). The real
-multi-process runs are in tests/distributed/."""
+"""The core's side of distributed training: launch variables, sharded data, what a rank other
+than 0 does (trains its share, writes nothing), and the collective operations written once on
+a sum over processes (two real processes joined by a pipe). The frameworks' multi-process runs
+are in tests/distributed/ and the backends' tests."""
 
 from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +20,6 @@ from epochal.data.samplers import ShardedSampler
 from epochal.errors import ConfigError, DataError, DistributedError, LaunchError
 from epochal.loop.distributed import (
     Collective,
-    collective_op,
     is_main_process,
     launch_env,
     process_role,
@@ -211,15 +216,16 @@ def test_the_progress_bar_counts_this_ranks_batches():
 
 
 class OtherRankSaw(SecondOfTwo):
-    """Rank 1, where the other rank's flags are ``seen`` (their mean over the two ranks)."""
+    """Rank 1, where the other rank's stop flags are ``seen`` (what it adds to the sum)."""
 
     def __init__(self, seen):
         super().__init__()
-        self.seen = seen
+        self.seen, self.sums = seen, []
 
-    def mean(self, values, weight=1.0):
-        super().mean(values, weight)
-        return {key: max(values[key], self.seen.get(key, 0.0)) / 2 for key in values}
+    def all_sum(self, values):
+        self.sums.append(list(values))
+        theirs = [self.seen.get(name, 0.0) for name in ("SIGTERM", "SIGINT", "other")]
+        return [mine + other for mine, other in zip(values, theirs, strict=True)]
 
 
 def test_every_rank_stops_for_the_signal_one_of_them_got():
@@ -232,7 +238,7 @@ def test_every_rank_stops_for_the_signal_one_of_them_got():
     assert OtherRankSaw({"SIGTERM": 1.0}).agree_stop("SIGINT") == "SIGINT"  # its own, first
     collective = OtherRankSaw({})
     collective.agree_stop("request")
-    assert collective.means[-1][0] == {"SIGTERM": 0.0, "SIGINT": 0.0, "other": 1.0}
+    assert collective.sums == [[0.0, 0.0, 1.0]]  # one sum: SIGTERM, SIGINT, another reason
 
 
 def test_a_rank_told_by_another_stops_with_that_signal(make_trainer):
@@ -243,22 +249,149 @@ def test_a_rank_told_by_another_stops_with_that_signal(make_trainer):
     assert not trainer._stop_agreed() and trainer.stop_requested is None
 
 
-class CutOff(SecondOfTwo):
-    """Rank 1 whose peer is gone: every reduction fails the way a backend's does."""
+# -- the operations on a real sum over two processes ----------------------------------------
 
-    @collective_op("averaging the epoch's metrics")
-    def mean(self, values, weight=1.0):
-        raise RuntimeError("Connection reset by peer")
 
-    def peer_failure(self, what, exc):
-        if isinstance(exc, RuntimeError):
-            return DistributedError(f"rank {self.rank} lost contact ({what}: {exc})")
-        return None
+class PipeCollective(Collective):
+    """A backend's two primitives on a pipe between two real processes: the sum sends this
+    rank's values and adds the other's; a closed pipe (the other process died) is a lost peer."""
+
+    def __init__(self, rank, connection):
+        self.rank, self.world_size, self.connection = rank, 2, connection
+
+    def all_sum(self, values):
+        mine = [float(value) for value in values]
+        self.connection.send(mine)
+        return [a + b for a, b in zip(mine, self.connection.recv(), strict=True)]
+
+    def is_peer_failure(self, exc):
+        return isinstance(exc, (EOFError, ConnectionError))
+
+
+def every_operation(collective):
+    rank = collective.rank
+    return {
+        "mean": collective.mean({"a": 1.0 + rank, "b": 2.0}, weight=1.0 + 2 * rank),
+        "any": [collective.any(rank == 1), collective.any(False)],
+        "broadcast": collective.broadcast({"run_dir": f"runs/{rank}", "note": "é" * (1 - rank)}),
+        "barrier": collective.barrier(),
+        "stops": [
+            collective.agree_stop("SIGTERM" if rank == 1 else None),
+            collective.agree_stop(None),
+            collective.agree_stop("request" if rank == 1 else None),
+            collective.agree_stop("SIGINT" if rank == 0 else "SIGTERM"),
+        ],
+    }
+
+
+def two_ranks(rank_1, *args):
+    """Rank 1 runs ``rank_1(PipeCollective(1, ...), *args)`` in a forked process (its result
+    comes back through a second pipe); returns ``(rank 0's collective, rank 1's result, the
+    process)``."""
+    context = multiprocessing.get_context("fork")
+    mine, theirs = context.Pipe()
+    results, result_out = context.Pipe(duplex=False)
+
+    def run():
+        result_out.send(rank_1(PipeCollective(1, theirs), *args))
+
+    process = context.Process(target=run, daemon=True)
+    process.start()
+    theirs.close()  # this process's copy: the pipe closes when rank 1 dies
+    result_out.close()
+    return PipeCollective(0, mine), results, process
+
+
+def test_the_operations_are_one_sum_over_two_real_processes():
+    collective, results, process = two_ranks(every_operation)
+    try:
+        ours = every_operation(collective)
+        assert results.poll(30)
+        theirs = results.recv()
+    finally:
+        process.join(10)
+        process.kill()
+    for result in (ours, theirs):
+        assert result["mean"] == {"a": pytest.approx(1.75), "b": pytest.approx(2.0)}  # 7/4
+        assert result["any"] == [True, False]
+        assert result["broadcast"] == {"run_dir": "runs/0", "note": "é"}  # rank 0's, pickled
+        assert result["barrier"] is None
+    assert ours["stops"] == ["SIGTERM", None, "a stop on another rank", "SIGINT"]
+    assert theirs["stops"] == ["SIGTERM", None, "request", "SIGTERM"]  # its own reason first
 
 
 def test_a_lost_peer_is_named_for_what_the_rank_was_doing():
-    with pytest.raises(DistributedError, match=r"rank 1 lost contact \(averaging the epoch's"):
-        CutOff().mean({"CE": 1.0})
-    # agree_stop is made of mean: the error names the stop check, with the backend's cause
-    with pytest.raises(DistributedError, match=r"\(checking for a stop request: Connection"):
-        CutOff().agree_stop(None)
+    mine, theirs = multiprocessing.Pipe()
+    theirs.close()  # the other process is gone
+    gone = PipeCollective(1, mine)
+    with pytest.raises(DistributedError) as info:
+        gone.mean({"CE": 1.0})
+    assert str(info.value) == (
+        "rank 1 lost contact with another process of this run (averaging the epoch's metrics: "
+        "Broken pipe). Look at the other ranks' output for the first error. Checkpoints "
+        "written so far are kept: continue with `epochal resume RUN_DIR`"
+    )  # the backend's "[Errno 32]" left out
+    assert isinstance(info.value.__cause__, BrokenPipeError)
+    for operation, what in [
+        (lambda: gone.agree_stop(None), "checking for a stop request"),
+        (gone.barrier, "waiting for the other ranks"),
+        (lambda: gone.broadcast("runs/a"), "sharing the run folder"),
+        (lambda: gone.any(True), "comparing a flag with the other ranks"),
+        (lambda: gone.any(True, what="taking the run folder"), "taking the run folder"),
+    ]:
+        with pytest.raises(DistributedError, match=rf"^rank 1 lost contact .* \({what}: Broken"):
+            operation()
+    # in an operation inside a wider guard, the operation names it; other errors pass as
+    # they are; another process name and advice (a backend's) read in the message
+    with pytest.raises(DistributedError, match=r"\(averaging the epoch's metrics"):
+        with gone.lost_peer("epoch 3"):
+            gone.mean({"CE": 1.0})
+    with pytest.raises(ValueError, match=r"^the model's own$"):
+        with gone.lost_peer("epoch 3"):
+            raise ValueError("the model's own")
+    worker = type("Worker", (PipeCollective,), {"process_name": "worker", "resume_advice": "X"})
+    named = r"^worker 1 .*\(waiting for the other workers: .* workers' output .*: X$"
+    with pytest.raises(DistributedError, match=named):
+        worker(1, mine).barrier()
+
+
+class SyncEveryBatch(AbstractCallback):
+    """Sums over the ranks after every batch, as DDP's gradient all-reduce does; the rank
+    with ``die_at=(epoch, batch)`` is killed there (kill -9: no goodbye on the pipe)."""
+
+    def __init__(self, die_at=None):
+        self.die_at = die_at
+
+    def at_batch_end(self, trainer, **kwargs):
+        if (kwargs["epoch"], kwargs["batch_nr"]) == self.die_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        trainer.collective.all_sum([1.0])
+
+
+def _train(collective, trainer, train, valid):
+    trainer.collective = collective
+    trainer.train(5, train, valid)
+
+
+def test_a_peer_killed_mid_epoch_ends_training_with_one_error_naming_the_epoch(
+    make_trainer, managers
+):
+    train, valid = managers()
+    doomed = make_trainer(callbacks=[SyncEveryBatch(die_at=(2, 3))])
+    collective, _, process = two_ranks(_train, doomed, train, valid)
+    trainer = make_trainer(callbacks=[SyncEveryBatch()])
+    trainer.collective = collective
+    started = time.perf_counter()
+    try:
+        with pytest.raises(DistributedError) as info:
+            trainer.train(5, train, valid)
+        took = time.perf_counter() - started
+    finally:
+        process.join(10)
+        process.kill()
+    assert process.exitcode == -signal.SIGKILL
+    assert str(info.value).startswith(
+        "rank 0 lost contact with another process of this run (epoch 2: "
+    )  # met in the backend's training, named by the loop once
+    assert isinstance(info.value.__cause__, (EOFError, ConnectionError))
+    assert took < 10

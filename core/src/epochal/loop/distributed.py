@@ -2,18 +2,22 @@
 
 epochal does not launch or coordinate processes itself; engines do (``torchrun``,
 ``tf.distribute``). A backend that trains in several processes hands the core a
-:class:`Collective`: this process's rank, how many there are, and the few collective
-operations the loop needs (global means of epoch metrics, agreeing to stop, broadcasting the
-run folder, a barrier). The base class is the one-process case: every operation is the
-identity, so the single-process loop pays nothing.
+:class:`Collective`: this process's rank, how many there are, and two primitives, a sum over
+the processes and telling a lost peer from any other error. The few collective operations the
+loop needs (global means of epoch metrics, agreeing to stop, broadcasting the run folder, a
+barrier) are written here once on that sum. The base class is the one-process case: every
+operation is the identity, so the single-process loop pays nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
-from collections.abc import Callable, Mapping
+import pickle
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,29 +35,15 @@ LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
 
 def collective_op(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """Decorates a :class:`Collective` operation: a failure that the collective recognises
-    as a lost peer (:meth:`Collective.peer_failure`) becomes that one-line
-    :class:`~epochal.errors.DistributedError`, saying that the rank was ``what``-ing, also
-    when it failed in another operation this one is made of."""
+    """Decorates a :class:`Collective` operation: inside it, a failure that the collective
+    recognises as a lost peer becomes the one-line :class:`~epochal.errors.DistributedError`
+    saying that the rank was ``what``-ing (:meth:`Collective.lost_peer`)."""
 
     def decorate(function: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(function)
         def wrapped(self: Collective, *args: Any, **kwargs: Any) -> T:
-            try:
+            with self.lost_peer(what):
                 return function(self, *args, **kwargs)
-            except DistributedError as exc:  # from an inner operation: name this one instead
-                cause = exc.__cause__
-                if cause is None or isinstance(cause, DistributedError):
-                    raise
-                error = self.peer_failure(what, cause)
-                if error is None:
-                    raise
-                raise error from cause
-            except Exception as exc:
-                error = self.peer_failure(what, exc)
-                if error is None:
-                    raise
-                raise error from exc
 
         return wrapped
 
@@ -63,14 +53,24 @@ def collective_op(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
 class Collective:
     """The processes of one training run, as the core loop sees them (here: just this one).
 
-    Backends subclass it (``epochal_torch.distributed.TorchCollective``) and override the
-    operations; each must be called by every rank, in the same order.
+    A backend subclasses it (``epochal_torch.distributed.TorchCollective``) and implements two
+    primitives: :meth:`all_sum` (a sum over the processes) and :meth:`is_peer_failure` (whether
+    an exception means another process is gone). Every operation the loop uses (:meth:`mean`,
+    :meth:`any`, :meth:`broadcast`, :meth:`barrier`, :meth:`agree_stop`) is written here once
+    on :meth:`all_sum`, and a lost peer met in any of them is the one error that names the
+    rank and what it was doing. Each operation must be called by every rank, in the same
+    order. In one process every operation is the identity: the single-process loop pays
+    nothing.
     """
 
     rank = 0
     world_size = 1
     local_rank = 0
     local_world_size = 1
+    #: What the messages call one process of the run (``"worker"`` under ``TF_CONFIG``).
+    process_name = "rank"
+    #: How to continue after a lost peer, for the message (the backend's launch command).
+    resume_advice = "continue with `epochal resume RUN_DIR`"
 
     @property
     def is_main(self) -> bool:
@@ -81,23 +81,90 @@ class Collective:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def mean(self, values: Mapping[str, float], weight: float = 1.0) -> dict[str, float]:
-        """The mean of ``values`` over all ranks, each rank's weighted by ``weight`` (its
-        number of samples): every rank gets the global means."""
-        return {key: float(value) for key, value in values.items()}
+    # -- the backend's primitives --------------------------------------------------------
 
-    def any(self, flag: bool) -> bool:
-        """Whether ``flag`` is true on any rank (every rank gets the same answer)."""
-        return bool(flag)
+    def all_sum(self, values: Sequence[float]) -> list[float]:
+        """The element-wise sum of ``values`` over all ranks, in float64, on every rank (each
+        rank passes as many values). The one reduction the operations below are made of."""
+        return [float(value) for value in values]
 
-    def broadcast(self, value: T) -> T:
-        """Rank 0's ``value`` (picklable), on every rank."""
-        return value
+    def is_peer_failure(self, exc: BaseException) -> bool:
+        """Whether ``exc`` (raised by :meth:`all_sum`, or by the framework while training)
+        means another process failed or stopped answering, not this process's own error."""
+        return False
+
+    def failure_text(self, exc: BaseException) -> str:
+        """The line of a peer failure ``exc`` that says why, for the message: its first line,
+        without a leading ``[source:line]``. A backend may pick the line better."""
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        text = re.sub(r"^\[[^\]]*\]\s*", "", lines[0]) if lines else ""
+        return text or type(exc).__name__
+
+    # -- a lost peer ---------------------------------------------------------------------
 
     def peer_failure(self, what: str, exc: BaseException) -> DistributedError | None:
         """The error to raise when ``exc``, met while doing ``what``, means another process
-        failed or stopped answering; ``None`` for any other error (raised as it is)."""
-        return None
+        failed or stopped answering; ``None`` for any other error (raised as it is).
+        ``{process}`` in ``what`` reads as :attr:`process_name`."""
+        if isinstance(exc, DistributedError) or not self.is_peer_failure(exc):
+            return None
+        name = self.process_name
+        what = what.replace("{process}", name)  # "waiting for the other {process}s"
+        return DistributedError(
+            f"{name} {self.rank} lost contact with another process of this run ({what}: "
+            f"{self.failure_text(exc)[:160]}). Look at the other {name}s' output for the first "
+            f"error. Checkpoints written so far are kept: {self.resume_advice}"
+        )
+
+    @contextlib.contextmanager
+    def lost_peer(self, what: str) -> Iterator[None]:
+        """Inside, an exception that means a lost peer (:meth:`is_peer_failure`) becomes the
+        one-line :class:`~epochal.errors.DistributedError` naming this rank and ``what`` it
+        was doing. An error already turned into one inside keeps its (narrower) ``what``."""
+        try:
+            yield
+        except Exception as exc:
+            error = self.peer_failure(what, exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    # -- the operations, on all_sum --------------------------------------------------------
+
+    @collective_op("averaging the epoch's metrics")
+    def mean(self, values: Mapping[str, float], weight: float = 1.0) -> dict[str, float]:
+        """The mean of ``values`` over all ranks, each rank's weighted by ``weight`` (its
+        number of samples): every rank gets the global means (one :meth:`all_sum`)."""
+        if not self.distributed:
+            return {key: float(value) for key, value in values.items()}
+        keys, sums = weighted_sums(values, weight)
+        total = self.all_sum(sums)
+        return {key: total[i] / total[-1] for i, key in enumerate(keys)}
+
+    def any(self, flag: bool, what: str = "comparing a flag with the other {process}s") -> bool:
+        """Whether ``flag`` is true on any rank (every rank gets the same answer); ``what``
+        the ranks are agreeing on names a lost peer."""
+        if not self.distributed:
+            return bool(flag)
+        with self.lost_peer(what):
+            return self.all_sum([float(bool(flag))])[0] > 0
+
+    def broadcast(self, value: T, what: str = "sharing the run folder") -> T:
+        """Rank 0's ``value`` (picklable and small: a path, a name), on every rank: its
+        pickled bytes summed with the other ranks' zeros. ``what`` names a lost peer."""
+        if not self.distributed:
+            return value
+        with self.lost_peer(what):
+            payload = pickle.dumps(value) if self.is_main else b""
+            size = int(self.all_sum([float(len(payload))])[0])
+            summed = self.all_sum([float(byte) for byte in payload] + [0.0] * (size - len(payload)))
+        return pickle.loads(bytes(int(byte) for byte in summed))
+
+    @collective_op("waiting for the other {process}s")
+    def barrier(self) -> None:
+        """Wait until every rank got here."""
+        if self.distributed:
+            self.all_sum([0.0])
 
     @collective_op("checking for a stop request")
     def agree_stop(self, reason: str | None) -> str | None:
@@ -106,18 +173,15 @@ class Collective:
         the same batch and reports the same cause. ``None``: no rank was asked."""
         if not self.distributed:
             return reason
-        flags = {name: float(reason == name) for name in STOP_REASONS}
-        flags["other"] = float(reason is not None and reason not in STOP_REASONS)
-        seen = self.mean(flags)
+        flags = [float(reason == name) for name in STOP_REASONS]
+        flags.append(float(reason is not None and reason not in STOP_REASONS))
+        seen = self.all_sum(flags)
         if reason is not None:
             return reason
-        for name in STOP_REASONS:
-            if seen[name] > 0:
+        for name, count in zip(STOP_REASONS, seen, strict=False):
+            if count > 0:
                 return name
-        return "a stop on another rank" if seen["other"] > 0 else None
-
-    def barrier(self) -> None:
-        """Wait until every rank got here."""
+        return "a stop on another rank" if seen[-1] > 0 else None
 
     def close(self) -> None:
         """Leave the process group, if this object created it."""
@@ -206,8 +270,8 @@ def is_main_process(environ: Mapping[str, str] | None = None) -> bool:
     return role is None or role[1] == 0
 
 
-def weighted_sums(values: Mapping[str, float], weight: float) -> tuple[list[str], list[Any]]:
-    """``values`` as ``(sorted keys, [value * weight ..., weight])``: what a backend sums over
-    ranks for :meth:`Collective.mean` (one message for all keys)."""
+def weighted_sums(values: Mapping[str, float], weight: float) -> tuple[list[str], list[float]]:
+    """``values`` as ``(sorted keys, [value * weight ..., weight])``: what
+    :meth:`Collective.mean` sums over ranks (one message for all keys)."""
     keys = sorted(values)
     return keys, [float(values[key]) * weight for key in keys] + [float(weight)]

@@ -349,25 +349,27 @@ class AbstractNetworkTrainer(TrainerHooks):
                 break
             started = time.perf_counter()
             done, self._resume_batches = self._resume_batches, 0  # a resumed, stopped epoch
-            with closing_batchgen(datamgr_train.get_batchgen(seed=epoch)) as batchgen:
-                source: Iterable[dict] = skip_batches(batchgen, done) if done else batchgen
-                if self.interruptible:
-                    if self._stop_agreed():
-                        self._stopped(TrainingInterrupted(self.stop_requested, epoch, done))
-                    source = stoppable(source, self, epoch, done)
-                timed = TimedBatches(source) if self.time_data_wait else None
-                try:
-                    metrics_train = self._train_single_epoch(timed or source, epoch)
-                except TrainingInterrupted as stop:
-                    self._stopped(stop)
-            if collective.distributed:
-                metrics_train = collective.mean(metrics_train or {}, datamgr_train.n_samples)
-            validated = time.perf_counter()
-            self.state["train_seconds"] = validated - started
-            if timed is not None:
-                self.state["data_wait_seconds"] = timed.wait_seconds
-            metrics_val = self._validate(datamgr_valid) if datamgr_valid is not None else {}
-            self.state["val_seconds"] = time.perf_counter() - validated
+            # a lost peer, met training, validating or in a collective, is one error
+            with collective.lost_peer(f"epoch {epoch}"):
+                with closing_batchgen(datamgr_train.get_batchgen(seed=epoch)) as batchgen:
+                    source: Iterable[dict] = skip_batches(batchgen, done) if done else batchgen
+                    if self.interruptible:
+                        if self._stop_agreed():
+                            self._stopped(TrainingInterrupted(self.stop_requested, epoch, done))
+                        source = stoppable(source, self, epoch, done)
+                    timed = TimedBatches(source) if self.time_data_wait else None
+                    try:
+                        metrics_train = self._train_single_epoch(timed or source, epoch)
+                    except TrainingInterrupted as stop:
+                        self._stopped(stop)
+                if collective.distributed:
+                    metrics_train = collective.mean(metrics_train or {}, datamgr_train.n_samples)
+                validated = time.perf_counter()
+                self.state["train_seconds"] = validated - started
+                if timed is not None:
+                    self.state["data_wait_seconds"] = timed.wait_seconds
+                metrics_val = self._validate(datamgr_valid) if datamgr_valid is not None else {}
+                self.state["val_seconds"] = time.perf_counter() - validated
             is_best = False
             if val_score_key is not None and datamgr_valid is not None:
                 score_key = self._find_score_key(val_score_key, metrics_val)

@@ -203,9 +203,9 @@ class CompiledSteps:
         self, keys: Keys, specs: tuple, with_outputs: bool, first_trace: bool
     ) -> Callable[..., Any]:
         """The default step under the trainer's tf.distribute strategy: the batch split over
-        the replicas inside the graph (:func:`epochal_tf.distributed.replicated_step`), this
+        the replicas inside the graph (:func:`epochal_tf.strategies.replicated_step`), this
         worker's sums added to the same variables as on one device."""
-        from epochal_tf.distributed import replica_losses, replicated_step
+        from epochal_tf.strategies import replica_losses, replicated_step
 
         trainer, strategy = self.trainer, self.trainer.strategy
         model, optimizer = trainer.module, trainer.optimizers["default"]

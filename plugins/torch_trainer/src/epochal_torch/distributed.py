@@ -12,54 +12,30 @@ import atexit
 import datetime
 import gc
 import os
-import re
-from collections.abc import Mapping
-from typing import TypeVar
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 
 from epochal.errors import DistributedError, LaunchError
-from epochal.loop.distributed import Collective, LaunchEnv, collective_op, launch_env, weighted_sums
+from epochal.loop.distributed import Collective, LaunchEnv, launch_env
 
 __all__ = ["DIST_BACKENDS", "TorchCollective", "device_for_rank", "join_processes"]
 
 DIST_BACKENDS = ("auto", "gloo", "nccl")
-T = TypeVar("T")
-
-_LOST = (
-    "Look at the other ranks' output for the first error. Checkpoints written so far are "
-    "kept: continue with `epochal resume RUN_DIR --nproc N` (or torchrun ... resume RUN_DIR)"
-)
-
 
 #: What torch.distributed's failures say (gloo, nccl, the c10d store); a DDP all-reduce that
 #: lost a peer raises a plain RuntimeError from the autograd engine.
 _FAILURE_WORDS = ("gloo", "nccl", "processgroup", "connection closed", "connection reset", "c10d")
 
 
-def is_collective_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` came from torch.distributed (not from the user's model or data)."""
-    backend_error = getattr(dist, "DistBackendError", ())
-    if backend_error and isinstance(exc, backend_error):
-        return True
-    text = str(exc).lower()
-    return any(word in text for word in _FAILURE_WORDS)
-
-
-def lost_peer(rank: int, where: str, exc: BaseException) -> DistributedError:
-    """The error a rank raises when a collective failed under it: gloo's or nccl's words
-    without their source location and advice."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = re.sub(r"^\[[^\]]*\]\s*", "", text).split(". This is typically")[0]
-    return DistributedError(
-        f"rank {rank} lost contact with another process of this run ({where}: {text[:160]}). "
-        + _LOST
-    )
-
-
 class TorchCollective(Collective):
-    """The core's collectives on ``torch.distributed`` (any backend: gloo or nccl)."""
+    """The core's collectives on ``torch.distributed`` (any backend: gloo or nccl): the sum
+    is one ``all_reduce``; a lost peer is a ``RuntimeError`` from torch.distributed."""
+
+    resume_advice = (
+        "continue with `epochal resume RUN_DIR --nproc N` (or torchrun ... resume RUN_DIR)"
+    )
 
     def __init__(self, env: LaunchEnv | None, device: torch.device, owner: bool) -> None:
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
@@ -67,36 +43,24 @@ class TorchCollective(Collective):
         self.local_world_size = env.local_world_size if env else 1
         self.device, self._owner = device, owner
 
-    def peer_failure(self, what: str, exc: BaseException) -> DistributedError | None:
-        """torch.distributed raises a ``RuntimeError`` (``DistBackendError``) when a peer is
-        gone or the timeout passed."""
-        return lost_peer(self.rank, what, exc) if isinstance(exc, RuntimeError) else None
-
-    @collective_op("averaging the epoch's metrics")
-    def mean(self, values: Mapping[str, float], weight: float = 1.0) -> dict[str, float]:
-        keys, sums = weighted_sums(values, weight)
-        total = torch.tensor(sums, dtype=torch.float64, device=self.device)
+    def all_sum(self, values: Sequence[float]) -> list[float]:
+        total = torch.tensor(list(values), dtype=torch.float64, device=self.device)
         dist.all_reduce(total)
-        return {key: float(total[i] / total[-1]) for i, key in enumerate(keys)}
+        return total.tolist()
 
-    @collective_op("checking for a stop request")
-    def any(self, flag: bool) -> bool:
-        value = torch.tensor([int(bool(flag))], dtype=torch.int32, device=self.device)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
+    def is_peer_failure(self, exc: BaseException) -> bool:
+        """torch.distributed's own errors (``DistError``: a peer gone, the timeout passed),
+        and a ``RuntimeError`` in gloo's, nccl's or the store's words (DDP's backward)."""
+        if not isinstance(exc, RuntimeError):
+            return False
+        if isinstance(exc, getattr(dist, "DistError", ())):
+            return True
+        text = str(exc).lower()
+        return any(word in text for word in _FAILURE_WORDS)
 
-    @collective_op("sharing the run folder")
-    def broadcast(self, value: T) -> T:
-        box = [value]
-        dist.broadcast_object_list(box, src=0, device=self.device)
-        return box[0]
-
-    @collective_op("waiting for the other ranks")
-    def barrier(self) -> None:
-        if self.device.type == "cuda":
-            dist.barrier(device_ids=[self.device.index])
-        else:
-            dist.barrier()
+    def failure_text(self, exc: BaseException) -> str:
+        """gloo's or nccl's words without their source location and advice."""
+        return super().failure_text(exc).split(". This is typically")[0]
 
     def close(self) -> None:
         if self._owner:
