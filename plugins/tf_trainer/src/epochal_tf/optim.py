@@ -9,14 +9,16 @@ loss scaling by wrapping each optimizer in ``keras.optimizers.LossScaleOptimizer
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
+from epochal.loop.supervised import MixedPrecisionArgs
 from epochal_tf._tf import keras
 
 __all__ = [
+    "PRECISION_OPTIONS",
     "MixedPrecision",
     "build_optimizers",
     "create_optims_default_tf",
@@ -24,9 +26,11 @@ __all__ = [
     "scheduler_callback",
 ]
 
-_APEX_KEYS = frozenset({"allow_banned", "enable_caching", "verbose", "opt_level"})
-_KEYS = frozenset({"dtype", "initial_scale", "dynamic_growth_steps", "enabled"})
-_POLICIES = {"float16": "mixed_float16", "half": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+#: ``mixed_precision_kwargs`` of Keras's own, besides ``dtype`` and ``enabled`` (parsed by
+#: :class:`epochal.loop.supervised.MixedPrecisionArgs`), with their defaults.
+PRECISION_OPTIONS: Mapping[str, float] = MappingProxyType(
+    {"initial_scale": 2.0**15, "dynamic_growth_steps": 2000}
+)
 
 
 def resolve_optimizer_cls(optimizer_cls: Any) -> Any:
@@ -83,35 +87,14 @@ class MixedPrecision:
         return self.enabled and self.policy == "mixed_float16"
 
     @classmethod
-    def from_kwargs(
-        cls, mixed_precision: bool, kwargs: Mapping[str, Any] | None, on_gpu: bool
-    ) -> MixedPrecision:
-        kwargs = dict(kwargs or {})
-        apex = sorted(_APEX_KEYS & set(kwargs))
-        if apex:
-            warnings.warn(
-                f"mixed_precision_kwargs {apex} are apex options (delira's PyTorch trainer); "
-                f"epochal's TF trainer uses Keras dtype policies and ignores them. Its options "
-                f"are {sorted(_KEYS)}.",
-                UserWarning,
-                stacklevel=3,
-            )
-        unknown = sorted(set(kwargs) - _APEX_KEYS - _KEYS)
-        if unknown:
-            raise ValueError(f"unknown mixed_precision_kwargs {unknown}; allowed: {sorted(_KEYS)}")
-        dtype = str(kwargs.get("dtype", "float16" if on_gpu else "bfloat16"))
-        dtype = dtype.removeprefix("tf.").removeprefix("mixed_")
-        if dtype not in _POLICIES:
-            raise ValueError(
-                f"mixed_precision_kwargs dtype {kwargs.get('dtype')!r} is not supported: use "
-                "'float16' or 'bfloat16'"
-            )
-        enabled = bool(mixed_precision) and bool(kwargs.get("enabled", True))
+    def from_args(cls, args: MixedPrecisionArgs, on_gpu: bool) -> MixedPrecision:
+        """The settings for the device (no dtype given: float16 on a GPU, bfloat16 on the CPU)."""
+        dtype = args.dtype or ("float16" if on_gpu else "bfloat16")
         return cls(
-            enabled=enabled,
-            policy=_POLICIES[dtype] if enabled else "float32",
-            initial_scale=float(kwargs.get("initial_scale", 2.0**15)),
-            dynamic_growth_steps=int(kwargs.get("dynamic_growth_steps", 2000)),
+            enabled=args.enabled,
+            policy=f"mixed_{dtype}" if args.enabled else "float32",
+            initial_scale=args.options.get("initial_scale", 2.0**15),
+            dynamic_growth_steps=int(args.options.get("dynamic_growth_steps", 2000)),
         )
 
     def apply_to(self, network: keras.Model) -> None:
@@ -144,17 +127,13 @@ class MixedPrecision:
 
 
 def scheduler_callback(scheduler_cls: Any, params: dict[str, Any]) -> object:
-    """delira's ``lr_scheduler_cls``: served by the Keras epoch rules of epochal-callbacks."""
+    """delira's ``lr_scheduler_cls``: served by the Keras epoch rules (:mod:`.schedulers`)."""
     from epochal.errors import UnknownNameError
     from epochal.plugins.registry import get_callback
 
     if isinstance(scheduler_cls, str):
-        try:
-            from epochal_callbacks.schedulers import keras as rules
-        except ImportError as exc:
-            raise ImportError(
-                "lr_scheduler_cls needs the Keras epoch rules: pip install epochal-callbacks"
-            ) from exc
+        from epochal_tf import schedulers as rules
+
         name = scheduler_cls
         scheduler_cls = getattr(rules, name, None) if name in rules.__all__ else None
         for candidate in (name, f"tf_{name}"):

@@ -21,6 +21,7 @@ import numpy as np
 from epochal.data.batching import batch_length, rebatch
 from epochal.errors import NonFiniteLossError
 from epochal.loop.distributed import Collective
+from epochal.loop.supervised import MixedPrecisionArgs
 from epochal.loop.trainer import AbstractNetworkTrainer
 from epochal_tf._tf import keras, tf
 from epochal_tf.devices import device_for
@@ -28,6 +29,7 @@ from epochal_tf.io import check_fits, load_checkpoint, restore_rng_state, rng_st
 from epochal_tf.metrics import check_metrics
 from epochal_tf.networks import AbstractTfNetwork, default_closure, to_float32
 from epochal_tf.optim import (
+    PRECISION_OPTIONS,
     MixedPrecision,
     build_optimizers,
     create_optims_default_tf,
@@ -62,7 +64,7 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
             arguments.
         metrics: ``{name: fn(predictions, label) -> scalar}`` (delira's order; Keras's own
             metric functions are called ``(y_true, y_pred)``).
-        lr_scheduler_cls, lr_scheduler_params: an epoch rule of ``epochal-callbacks``
+        lr_scheduler_cls, lr_scheduler_params: an epoch rule of :mod:`epochal_tf.schedulers`
             (``StepDecay``, ``CosineDecay``, ``WarmUp``, ``ReduceOnPlateau``; class or name such
             as ``"tf_step_decay"``) and its arguments.
         gpu_ids: ``[]`` for the CPU, ``[i]`` for GPU ``i``.
@@ -143,9 +145,12 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
         gpu_ids = list(trainer_kwargs.get("gpu_ids") or [])
         with warnings.catch_warnings():  # the trainer itself warns about its arguments
             warnings.simplefilter("ignore")
-            mixed_precision = MixedPrecision.from_kwargs(
-                trainer_kwargs.get("mixed_precision", False),
-                trainer_kwargs.get("mixed_precision_kwargs"),
+            mixed_precision = MixedPrecision.from_args(
+                MixedPrecisionArgs.parse(
+                    trainer_kwargs.get("mixed_precision", False),
+                    trainer_kwargs.get("mixed_precision_kwargs"),
+                    PRECISION_OPTIONS,
+                ),
                 bool(gpu_ids),
             )
         strategy = check_strategy(trainer_kwargs.get("strategy"), mixed_precision, trainer_kwargs)
@@ -224,8 +229,11 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
         mixed_precision: bool,
         mixed_precision_kwargs: dict[str, Any] | None,
     ) -> None:
-        self.mixed_precision = MixedPrecision.from_kwargs(
-            mixed_precision, mixed_precision_kwargs, bool(gpu_ids)
+        self.mixed_precision = MixedPrecision.from_args(
+            MixedPrecisionArgs.parse(
+                mixed_precision, mixed_precision_kwargs, PRECISION_OPTIONS, type(self).__name__
+            ),
+            bool(gpu_ids),
         )
         if self.strategy_name is None:
             self.device = device_for(gpu_ids)

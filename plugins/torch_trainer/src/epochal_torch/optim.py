@@ -10,19 +10,23 @@ require that).
 from __future__ import annotations
 
 import types
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import torch
 
-__all__ = ["AmpConfig", "attach_amp", "create_optims_default_pytorch"]
+from epochal.loop.supervised import MixedPrecisionArgs
 
-_APEX_KEYS = frozenset({"allow_banned", "enable_caching", "verbose", "opt_level"})
-_AMP_KEYS = frozenset({"dtype", "init_scale", "growth_interval", "enabled"})
-_DTYPES = {"float16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16}
+__all__ = ["AMP_OPTIONS", "AmpConfig", "attach_amp", "create_optims_default_pytorch"]
+
+#: ``mixed_precision_kwargs`` of torch's own, besides ``dtype`` and ``enabled`` (parsed by
+#: :class:`epochal.loop.supervised.MixedPrecisionArgs`), with their defaults.
+AMP_OPTIONS: Mapping[str, float] = MappingProxyType(
+    {"init_scale": 2.0**16, "growth_interval": 2000}
+)
 
 
 def create_optims_default_pytorch(
@@ -48,41 +52,15 @@ class AmpConfig:
         return self.enabled and self.dtype == torch.float16
 
     @classmethod
-    def from_kwargs(
-        cls, mixed_precision: bool, kwargs: Mapping[str, Any] | None, device: torch.device
-    ) -> AmpConfig:
-        kwargs = dict(kwargs or {})
-        apex = sorted(_APEX_KEYS & set(kwargs))
-        if apex:
-            warnings.warn(
-                f"mixed_precision_kwargs {apex} are apex options (delira); epochal uses torch.amp "
-                f"and ignores them. Its options are {sorted(_AMP_KEYS)}.",
-                UserWarning,
-                stacklevel=3,
-            )
-        unknown = sorted(set(kwargs) - _APEX_KEYS - _AMP_KEYS)
-        if unknown:
-            raise ValueError(
-                f"unknown mixed_precision_kwargs {unknown}; allowed: {sorted(_AMP_KEYS)}"
-            )
-        device_type = device.type
-        default_dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
-        dtype = kwargs.get("dtype", default_dtype)
-        if isinstance(dtype, str):
-            if dtype.removeprefix("torch.") not in _DTYPES:
-                raise ValueError(
-                    f"mixed_precision_kwargs dtype {dtype!r} is not supported: use 'float16' or "
-                    "'bfloat16'"
-                )
-            dtype = _DTYPES[dtype.removeprefix("torch.")]
-        if dtype not in (torch.float16, torch.bfloat16):
-            raise ValueError(f"mixed precision dtype must be float16 or bfloat16, got {dtype}")
+    def from_args(cls, args: MixedPrecisionArgs, device: torch.device) -> AmpConfig:
+        """The settings for ``device`` (no dtype given: float16 on CUDA, bfloat16 elsewhere)."""
+        dtype = args.dtype or ("float16" if device.type == "cuda" else "bfloat16")
         return cls(
-            enabled=bool(mixed_precision) and bool(kwargs.get("enabled", True)),
-            device_type=device_type,
-            dtype=dtype,
-            init_scale=float(kwargs.get("init_scale", 2.0**16)),
-            growth_interval=int(kwargs.get("growth_interval", 2000)),
+            enabled=args.enabled,
+            device_type=device.type,
+            dtype=getattr(torch, dtype),
+            init_scale=args.options.get("init_scale", 2.0**16),
+            growth_interval=int(args.options.get("growth_interval", 2000)),
         )
 
     def autocast(self) -> torch.autocast:

@@ -20,12 +20,13 @@ import torch
 from epochal.data.batching import batch_length, rebatch
 from epochal.errors import NonFiniteLossError
 from epochal.loop.distributed import Collective
+from epochal.loop.supervised import MixedPrecisionArgs
 from epochal.loop.trainer import AbstractNetworkTrainer
 from epochal_torch.distributed import join_processes
 from epochal_torch.epoch import epoch_means
 from epochal_torch.io import (
     check_fits,
-    load_checkpoint,
+    read_checkpoint,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -34,12 +35,10 @@ from epochal_torch.networks import (
     AbstractPyTorchNetwork,
     prepare_batch,
 )
-from epochal_torch.optim import AmpConfig, attach_amp, create_optims_default_pytorch
+from epochal_torch.optim import AMP_OPTIONS, AmpConfig, attach_amp, create_optims_default_pytorch
 from epochal_torch.training import train_epoch
 
 __all__ = ["PyTorchNetworkTrainer"]
-
-SUFFIX = ".pt"
 
 
 def _device_for(gpu_ids: list[int]) -> torch.device:
@@ -73,7 +72,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         metrics: ``{name: fn(predictions, labels) -> tensor}``, computed without gradients.
         lr_scheduler_cls, lr_scheduler_params: a ``torch.optim.lr_scheduler`` class (or its
             name) and arguments (plus ``step_on``/``monitor``), run by the callback
-            ``torch_lr_scheduler`` of ``epochal-callbacks``.
+            ``torch_lr_scheduler`` (:mod:`epochal_torch.schedulers`).
         gpu_ids: ``[]`` for the CPU, ``[i]`` for CUDA device ``i``.
         save_freq: write ``checkpoint_epoch_<n>.pt`` every ``save_freq`` epochs.
         optim_fn: ``optim_fn(network, optimizer_cls, **optimizer_params) -> {name: optimizer}``.
@@ -207,7 +206,6 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         self.optimizer_cls = optimizer_cls
         self.optimizer_params = dict(optimizer_params or {})
         self.closure_kwargs = kwargs
-        self._best_weights: dict[str, torch.Tensor] | None = None
         self._labels_checked = False
         self._setup(
             network,
@@ -244,7 +242,12 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         ):
             raise TypeError("optim_fn must return a dict {name: torch.optim.Optimizer}")
         self.optimizers = optimizers
-        self.amp = AmpConfig.from_kwargs(mixed_precision, mixed_precision_kwargs, device)
+        self.amp = AmpConfig.from_args(
+            MixedPrecisionArgs.parse(
+                mixed_precision, mixed_precision_kwargs, AMP_OPTIONS, type(self).__name__
+            ),
+            device,
+        )
         self.scaler = self.amp.make_scaler()
         for optimizer in self.optimizers.values():
             attach_amp(optimizer, self.scaler)
@@ -340,81 +343,39 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             epoch_means(history, sizes),
         )
 
-    # -- best model ------------------------------------------------------------------------
+    # -- checkpoint primitives (epochal.loop.backend): the core does the rest ------------
 
-    def _at_epoch_end(self, metrics_val, val_score_key, epoch, is_best, **kwargs) -> None:
-        if is_best and self.save_path is None:  # no checkpoint_best to return to: keep a copy
-            self._best_weights = {
-                key: value.detach().clone() for key, value in self.module.state_dict().items()
-            }
-        super()._at_epoch_end(metrics_val, val_score_key, epoch, is_best, **kwargs)
+    checkpoint_suffix: ClassVar[str] = ".pt"
+    checkpoint_suffix_aliases: ClassVar[tuple[str, ...]] = (".pth",)  # delira's
+    write_checkpoint = staticmethod(save_checkpoint)
+    read_checkpoint = staticmethod(read_checkpoint)  # weights_only; map_location (CPU)
 
-    def _at_training_end(self, *args: Any, **kwargs: Any) -> torch.nn.Module:
-        """Load the best epoch's weights (``checkpoint_best.pt``) and return the network."""
-        super()._at_training_end()
-        best_file = (
-            os.path.join(self.save_path, "checkpoint_best" + SUFFIX) if self.save_path else None
-        )
-        if self.best_epoch is not None and best_file and os.path.exists(best_file):
-            self.module.load_state_dict(self.load_state(best_file)["model"])
-        elif self._best_weights is not None:
-            self.module.load_state_dict(self._best_weights)
-        return self.module
+    def network_state(self) -> dict[str, Any]:
+        return {"model": self.module.state_dict()}
 
-    # -- state -----------------------------------------------------------------------------
+    def load_network_state(self, state: Mapping[str, Any]) -> None:
+        check_fits(self.module.state_dict(), state["model"])
+        self.module.load_state_dict(state["model"])
 
-    def save_state(
-        self, file_name: str, epoch: int = 0, weights_only: bool = False, **kwargs: Any
-    ) -> str:
-        """Write weights, optimizers, scaler, RNG states, callback state, epoch and best score."""
-        if not file_name.endswith((".pt", ".pth")):
-            file_name += SUFFIX
-        state: dict[str, Any] = {"model": self.module.state_dict(), **self._core_state(epoch)}
-        if not weights_only:
-            state["optimizers"] = {name: opt.state_dict() for name, opt in self.optimizers.items()}
-            state["scaler"] = self.scaler.state_dict() if self.scaler is not None else None
-            state["rng"] = rng_state()
-        return save_checkpoint(file_name, state)
+    def training_state(self) -> dict[str, Any]:
+        return {
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng_state(),
+        }
 
-    @staticmethod
-    def load_state(file_name: str, weights_only: bool = True, **kwargs: Any) -> dict[str, Any]:
-        """Read a checkpoint (``.pt`` may be left off), tensors mapped to the CPU by default.
-
-        Always with ``torch.load(weights_only=True)``: ``weights_only=False`` (which delira
-        allowed) would let a crafted file run code, and is refused.
-        """
-        if not weights_only:
-            raise ValueError(
-                "load_state(weights_only=False) is refused: it would let a crafted checkpoint "
-                "run code. epochal checkpoints load fully with weights_only=True."
-            )
-        if not os.path.exists(file_name) and not file_name.endswith((".pt", ".pth")):
-            file_name += SUFFIX
-        return load_checkpoint(file_name, map_location=kwargs.get("map_location", "cpu"))
-
-    def _update_state(self, new_state: dict[str, Any]) -> PyTorchNetworkTrainer:
-        check_fits(self.module.state_dict(), new_state["model"])
-        self.module.load_state_dict(new_state["model"])
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
         for name, optimizer in self.optimizers.items():
-            if name in new_state.get("optimizers", {}):
-                optimizer.load_state_dict(new_state["optimizers"][name])
-        if self.scaler is not None and new_state.get("scaler"):
-            self.scaler.load_state_dict(new_state["scaler"])
-        if new_state.get("rng"):
-            restore_rng_state(new_state["rng"])
-        return super()._update_state(new_state)
+            if name in state.get("optimizers", {}):
+                optimizer.load_state_dict(state["optimizers"][name])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if state.get("rng"):
+            restore_rng_state(state["rng"])
 
 
 def _scheduler_callback(scheduler_cls: Any, params: dict[str, Any]) -> object:
-    """delira's ``lr_scheduler_cls``: served by ``torch_lr_scheduler`` of epochal-callbacks."""
-    from epochal.errors import UnknownNameError
-    from epochal.plugins.registry import get_callback
+    """delira's ``lr_scheduler_cls``: served by this package's ``TorchLRScheduler``."""
+    from epochal_torch.schedulers import TorchLRScheduler
 
-    try:
-        callback_cls = get_callback("torch_lr_scheduler")
-    except UnknownNameError as exc:
-        raise ImportError(
-            "lr_scheduler_cls needs the callback 'torch_lr_scheduler': "
-            "pip install epochal-callbacks"
-        ) from exc
-    return callback_cls(scheduler_cls, **params)
+    return TorchLRScheduler(scheduler_cls, **params)
