@@ -1,24 +1,20 @@
-"""Fixtures for the callback tests: tiny real torch and Keras backends, an LR recorder.
+"""Fixtures for the callback tests: a tiny real torch backend.
 
-The torch one is a TEST BACKEND (the least a backend must do: ``optimizers`` dict,
-``_train_single_epoch``, ``predict``, checkpoints with ``_core_state``) on a linear model over
-digits; the Keras one is the real ``TfNetworkTrainer`` (epochal-tf) on the same linear model.
-They are built inside functions so that torch and tensorflow are imported only by the tests
-that use them.
+It is a TEST BACKEND (the least a backend must do: ``optimizers`` dict, ``_train_single_epoch``,
+``predict``, checkpoints with ``_core_state``) on a linear model over digits, built inside a
+function so that torch is imported only by the tests that use it. (The LR schedulers' tests
+live with their backends, in ``plugins/torch_trainer`` and ``plugins/tf_trainer``.)
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import numpy as np
 import pytest
 
-from epochal import hookimpl
 from epochal.loop.trainer import AbstractNetworkTrainer
 from epochal.runs.files import atomic_write
-from epochal_callbacks._util import current_lrs
 
 
 def _xy(batch: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -109,81 +105,8 @@ def _torch_backend() -> type:
     return TorchTestTrainer
 
 
-@functools.cache
-def _keras_backend() -> type:
-    """The real TfNetworkTrainer on a Dense(10) over 64 features, SGD, cross-entropy ("CE")."""
-    from epochal_tf._tf import keras
-    from epochal_tf.trainer import TfNetworkTrainer
-
-    def accuracy(predictions, labels):
-        hits = keras.ops.argmax(predictions, 1) == keras.ops.cast(labels, "int32")
-        return keras.ops.mean(keras.ops.cast(hits, "float32"))
-
-    def build(save_path=None, callbacks=None, lr=0.1):
-        keras.utils.set_random_seed(0)
-        network = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
-        lr = float(lr) if isinstance(lr, (int, float)) else lr  # or a LearningRateSchedule
-        return TfNetworkTrainer(
-            network,
-            save_path,
-            {"CE": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
-            keras.optimizers.SGD,
-            {"learning_rate": lr},
-            metrics={"accuracy": accuracy},
-            callbacks=callbacks,
-        )
-
-    return build
-
-
 @pytest.fixture
 def torch_trainer():
     """``torch_trainer(save_path=None, callbacks=None, lr=0.1, split_optimizers=False)``."""
     pytest.importorskip("torch")
     return _torch_backend()
-
-
-@pytest.fixture
-def keras_trainer():
-    """``keras_trainer(save_path=None, callbacks=None, lr=0.1)``; lr may be a schedule."""
-    pytest.importorskip("keras")
-    pytest.importorskip("tensorflow")
-    pytest.importorskip("epochal_tf")
-    return _keras_backend()
-
-
-class LRRecorder:
-    """Records ``current_lrs(trainer)`` at each epoch begin, after every other callback.
-
-    A plugin marked ``trylast`` rather than a callback: callbacks run in reverse registration
-    order (pluggy calls the newest plugin first), and this must see what the schedulers set.
-    """
-
-    def __init__(self) -> None:
-        self.epochs: list[dict[str, float]] = []
-
-    @hookimpl(trylast=True)
-    def epochal_at_epoch_begin(self, trainer: Any) -> None:
-        self.epochs.append(current_lrs(trainer))
-
-    def of(self, name: str = "default") -> list[float]:
-        """The rate of optimizer ``name`` at each epoch begin."""
-        return [rates[name] for rates in self.epochs]
-
-
-class BatchLRRecorder(LRRecorder):
-    """Also records the rates after each training batch (so it adds a batch hook)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.batches: list[dict[str, float]] = []
-
-    @hookimpl(trylast=True)
-    def epochal_at_batch_end(self, trainer: Any) -> None:
-        self.batches.append(current_lrs(trainer))
-
-
-@pytest.fixture
-def lr_recorder():
-    """``lr_recorder(per_batch=False)`` -> a fresh recorder, registered as a callback."""
-    return lambda per_batch=False: BatchLRRecorder() if per_batch else LRRecorder()

@@ -15,12 +15,14 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from epochal.errors import MissingMetricError
 from epochal.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
     from epochal.loop.trainer import AbstractNetworkTrainer
 
 __all__ = ["AbstractCallback", "BatchCallbackChain", "CallbackChain", "is_hook_plugin"]
+__all__ += ["check_mode", "improved", "lookup_metric", "same_optimizers", "select_optimizers"]
 
 
 class AbstractCallback:
@@ -61,6 +63,67 @@ class AbstractCallback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+
+# -- helpers for callbacks in any plugin (early stopping, LR schedules of every backend) -----
+
+
+def lookup_metric(
+    owner: str, key: str, metrics_train: Mapping[str, Any], metrics_val: Mapping[str, Any]
+) -> float:
+    """The value of ``key`` this epoch (validation keys start ``val_``); a missing key raises
+    :class:`~epochal.errors.MissingMetricError` naming ``owner`` and the keys there are."""
+    metrics = {**metrics_train, **metrics_val}
+    if key not in metrics:
+        raise MissingMetricError(
+            f"{owner}: the epoch produced no metric {key!r}; it produced {sorted(metrics)}. "
+            "Validation metrics carry the prefix 'val_' (e.g. 'val_accuracy')."
+        )
+    return float(metrics[key])
+
+
+def check_mode(owner: str, mode: str) -> str:
+    """``mode`` if it is a direction of a score (``"highest"`` or ``"lowest"``), else raise."""
+    if mode not in ("highest", "lowest"):
+        raise ValueError(f"{owner}: mode must be 'highest' or 'lowest', got {mode!r}")
+    return mode
+
+
+def improved(mode: str, best: float | None, value: float, min_delta: float = 0.0) -> bool:
+    """Whether ``value`` beats ``best`` by more than ``min_delta`` in the direction of ``mode``."""
+    if value != value:  # NaN never improves
+        return False
+    if best is None:
+        return True
+    return value > best + min_delta if mode == "highest" else value < best - min_delta
+
+
+def select_optimizers(owner: str, trainer: Any, optimizer: str | None) -> dict[str, Any]:
+    """The trainer's optimizers a callback acts on: the one named, or all for ``None``/``"all"``.
+
+    Backends expose ``trainer.optimizers`` (a dict name -> optimizer, delira's convention); a
+    trainer without it, or a name it lacks, raises naming what there is.
+    """
+    optimizers = getattr(trainer, "optimizers", None)
+    if not isinstance(optimizers, Mapping) or not optimizers:
+        raise TypeError(
+            f"{owner} schedules trainer.optimizers (a dict name -> optimizer), but "
+            f"{type(trainer).__name__} has {'none' if optimizers is None else repr(optimizers)}; "
+            "use a backend that exposes its optimizers"
+        )
+    if optimizer is None or optimizer == "all":
+        return dict(optimizers)
+    if optimizer not in optimizers:
+        raise KeyError(
+            f"{owner}: the trainer has no optimizer {optimizer!r}; it has {sorted(optimizers)}. "
+            "Pass optimizer=<one of those>, or optimizer=None to schedule each of them."
+        )
+    return {optimizer: optimizers[optimizer]}
+
+
+def same_optimizers(bound: Mapping[str, Any], optimizers: Mapping[str, Any]) -> bool:
+    """Whether ``optimizers`` are the very objects a callback was bound to (the same run)."""
+    return bound.keys() == optimizers.keys() and all(bound[k] is v for k, v in optimizers.items())
 
 
 def is_hook_plugin(obj: object) -> bool:

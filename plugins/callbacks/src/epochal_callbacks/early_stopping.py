@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from epochal.loop.callbacks import AbstractCallback
-from epochal_callbacks._util import check_mode, improved, lookup_metric
+from epochal.loop.callbacks import AbstractCallback, check_mode, improved, lookup_metric
 
 _DELIRA_MODES = {"min": "lowest", "max": "highest"}
 
@@ -21,6 +20,9 @@ class EarlyStopping(AbstractCallback):
         min_delta: how much better than the best a value must be to count as improvement.
         monitor_key: delira's name for ``monitor``.
     """
+
+    #: Left out of a config, ``monitor`` and ``mode`` follow the job's validation score.
+    job_params = {"monitor": "val_score_key", "mode": "val_score_mode"}
 
     def __init__(
         self,

@@ -1,6 +1,7 @@
 """Entry point of `epochal-callbacks`: every callback registered by name, lazily.
 
-The names are what configs and the trainers' ``lr_scheduler_cls`` look up.
+The names are what configs look up. The LR schedulers are the backends' own (epochal-torch
+registers ``torch_lr_scheduler``, epochal-tf the ``tf_*`` rules): this package needs no framework.
 """
 
 from __future__ import annotations
@@ -16,11 +17,6 @@ CALLBACKS = {
     "progress_bar": "epochal_callbacks.progress:ProgressBar",
     "tensorboard": "epochal_callbacks.tensorboard:TensorBoardLogger",
     "learning_curves": "epochal_callbacks.plots:LearningCurvePlot",
-    "torch_lr_scheduler": "epochal_callbacks.schedulers.torch:TorchLRScheduler",
-    "tf_step_decay": "epochal_callbacks.schedulers.keras:StepDecay",
-    "tf_cosine_decay": "epochal_callbacks.schedulers.keras:CosineDecay",
-    "tf_warmup": "epochal_callbacks.schedulers.keras:WarmUp",
-    "tf_reduce_on_plateau": "epochal_callbacks.schedulers.keras:ReduceOnPlateau",
 }
 
 

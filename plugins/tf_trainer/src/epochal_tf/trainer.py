@@ -20,6 +20,7 @@ import numpy as np
 
 from epochal.data.batching import batch_length, rebatch
 from epochal.errors import NonFiniteLossError
+from epochal.job.keys import SUPERVISED_KEYS, ConfigKey
 from epochal.loop.distributed import Collective
 from epochal.loop.supervised import MixedPrecisionArgs
 from epochal.loop.trainer import AbstractNetworkTrainer
@@ -46,9 +47,6 @@ from epochal_tf.strategies import (
 )
 
 __all__ = ["TfNetworkTrainer"]
-
-
-SUFFIX = ".tf.npz"
 
 
 class TfNetworkTrainer(AbstractNetworkTrainer):
@@ -136,6 +134,8 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
         }.get(kind, ())
 
     single_process_kwargs: ClassVar[Mapping[str, Any]] = MappingProxyType({"strategy": None})
+    #: The ``training.`` keys a config may set for this trainer, checked when it is loaded.
+    config_keys: ClassVar[Mapping[str, ConfigKey]] = SUPERVISED_KEYS
 
     @classmethod
     def distributed_collective(cls, **trainer_kwargs: Any) -> Collective:
@@ -207,7 +207,6 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
         run_eagerly = bool(kwargs.pop("run_eagerly", False))
         jit_compile = kwargs.pop("jit_compile", None)
         self.closure_kwargs = kwargs
-        self._best_weights: list[np.ndarray] | None = None
         self._setup(
             network,
             optim_fn,
@@ -371,66 +370,35 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
             )
         return predictions, ([np.concatenate(labels)] if labels else []), means
 
-    # -- best model ------------------------------------------------------------------------
+    # -- checkpoint primitives (epochal.loop.backend): the core does the rest ------------
 
-    def _at_epoch_end(self, metrics_val, val_score_key, epoch, is_best, **kwargs) -> None:
-        if is_best and self.save_path is None:  # no checkpoint_best to return to: keep a copy
-            self._best_weights = [v.numpy() for v in self.module.variables]
-        super()._at_epoch_end(metrics_val, val_score_key, epoch, is_best, **kwargs)
+    checkpoint_suffix: ClassVar[str] = ".tf.npz"
+    checkpoint_suffix_aliases: ClassVar[tuple[str, ...]] = (".npz",)
+    write_checkpoint = staticmethod(save_checkpoint)
+    read_checkpoint = staticmethod(load_checkpoint)
 
-    def _at_training_end(self, *args: Any, **kwargs: Any) -> keras.Model:
-        """Load the best epoch's weights (``checkpoint_best.tf.npz``) and return the network."""
-        super()._at_training_end()
-        best_file = (
-            os.path.join(self.save_path, "checkpoint_best" + SUFFIX) if self.save_path else None
-        )
-        if self.best_epoch is not None and best_file and os.path.exists(best_file):
-            self._assign_model(self.load_state(best_file))
-        elif self._best_weights is not None:
-            for variable, value in zip(self.module.variables, self._best_weights, strict=True):
-                variable.assign(value)
-        return self.module
-
-    # -- state -----------------------------------------------------------------------------
-
-    def save_state(
-        self, file_name: str, epoch: int = 0, weights_only: bool = False, **kwargs: Any
-    ) -> str:
-        """Write weights, optimizer variables, RNG states, callback state, epoch, best score."""
-        if not file_name.endswith(".npz"):
-            file_name += SUFFIX
+    def network_state(self) -> dict[str, Any]:
         variables = self.module.variables
-        state: dict[str, Any] = {
-            "model": [v.numpy() for v in variables],
-            "model_paths": [v.path for v in variables],
-            **self._core_state(epoch),
-        }
-        if not weights_only:
-            state["optimizers"] = {
-                name: [v.numpy() for v in opt.variables] for name, opt in self.optimizers.items()
-            }
-            state["rng"] = rng_state()
-        return save_checkpoint(file_name, state)
+        return {"model": [v.numpy() for v in variables], "model_paths": [v.path for v in variables]}
 
-    @staticmethod
-    def load_state(file_name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Read a checkpoint (``.tf.npz`` may be left off); arrays and JSON only, no pickle."""
-        if not os.path.exists(file_name) and not file_name.endswith(".npz"):
-            file_name += SUFFIX
-        return load_checkpoint(file_name)
-
-    def _assign_model(self, new_state: dict[str, Any]) -> None:
+    def load_network_state(self, state: Mapping[str, Any]) -> None:
         variables = self.module.variables
         own = [(v.path, tuple(v.shape)) for v in variables]
-        check_fits(own, new_state["model"], new_state.get("model_paths"))
-        for variable, value in zip(variables, new_state["model"], strict=True):
+        check_fits(own, state["model"], state.get("model_paths"))
+        for variable, value in zip(variables, state["model"], strict=True):
             variable.assign(value)
 
-    def _update_state(self, new_state: dict[str, Any]) -> TfNetworkTrainer:
-        self._assign_model(new_state)
+    def training_state(self) -> dict[str, Any]:
+        optimizers = self.optimizers.items()
+        return {
+            "optimizers": {name: [v.numpy() for v in opt.variables] for name, opt in optimizers},
+            "rng": rng_state(),
+        }
+
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
         build_optimizers(self.optimizers, self.module)
         for name, optimizer in self.optimizers.items():
-            saved = new_state.get("optimizers", {}).get(name)
+            saved = state.get("optimizers", {}).get(name)
             if saved is None:
                 continue
             if not optimizer.built:
@@ -442,6 +410,5 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
             check_fits(own, saved, what=f"optimizer {name!r}")
             for variable, value in zip(optimizer.variables, saved, strict=True):
                 variable.assign(value)
-        if new_state.get("rng"):
-            restore_rng_state(new_state["rng"])
-        return super()._update_state(new_state)
+        if state.get("rng"):
+            restore_rng_state(state["rng"])

@@ -19,6 +19,7 @@ import torch
 
 from epochal.data.batching import batch_length, rebatch
 from epochal.errors import NonFiniteLossError
+from epochal.job.keys import SUPERVISED_KEYS, ConfigKey
 from epochal.loop.distributed import Collective
 from epochal.loop.supervised import MixedPrecisionArgs
 from epochal.loop.trainer import AbstractNetworkTrainer
@@ -137,6 +138,8 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         }.get(kind, ())
 
     single_process_kwargs: ClassVar[Mapping[str, Any]] = MappingProxyType({"distributed": False})
+    #: The ``training.`` keys a config may set for this trainer, checked when it is loaded.
+    config_keys: ClassVar[Mapping[str, ConfigKey]] = SUPERVISED_KEYS
 
     @classmethod
     def distributed_collective(cls, **trainer_kwargs: Any) -> Collective:

@@ -6,8 +6,9 @@ training begins and steps it after every epoch (``step_on="epoch"``) or after ev
 stepped with that metric's value after each epoch. The schedulers' state rides in the checkpoint,
 so a resumed run continues the schedule instead of restarting it.
 
-torch is imported only inside the functions that need it: this module is loaded when the name
-``torch_lr_scheduler`` is looked up, and :func:`select_optimizers` is framework-free.
+Registered as ``torch_lr_scheduler`` by epochal-torch's plugin, and used by the trainer's
+``lr_scheduler_cls``. torch is imported only inside the functions that need it, so looking the
+name up (``epochal plugins``) stays cheap.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from epochal.job.trust import import_checked
-from epochal.loop.callbacks import AbstractCallback
-from epochal_callbacks._util import lookup_metric, same_optimizers, select_optimizers
+from epochal.loop.callbacks import (
+    AbstractCallback,
+    lookup_metric,
+    same_optimizers,
+    select_optimizers,
+)
 
-__all__ = ["STEP_ON", "TorchLRScheduler"]
-__all__ += ["resolve_scheduler_cls", "same_optimizers", "select_optimizers"]
+__all__ = ["STEP_ON", "TorchLRScheduler", "resolve_scheduler_cls"]
 
 STEP_ON = ("epoch", "batch")
 #: Optimizer hyper-parameters torch schedulers write (OneCycleLR and CyclicLR cycle momentum).

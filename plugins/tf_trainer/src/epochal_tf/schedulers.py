@@ -8,7 +8,9 @@ checkpoint, so a resumed run does not decay an already decayed rate again.
 
 An optimizer built with a ``keras.optimizers.schedules.LearningRateSchedule`` already sets its
 rate every step; combining it with an epoch rule is refused with an error rather than one
-silently overriding the other. Keras is imported only inside the hooks.
+silently overriding the other. Keras is imported only inside the hooks. Registered by
+epochal-tf's plugin as ``tf_step_decay``, ``tf_cosine_decay``, ``tf_warmup`` and
+``tf_reduce_on_plateau``, and used by the trainer's ``lr_scheduler_cls``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from epochal.loop.callbacks import AbstractCallback
-from epochal_callbacks._util import (
+from epochal.loop.callbacks import (
+    AbstractCallback,
     check_mode,
     improved,
     lookup_metric,

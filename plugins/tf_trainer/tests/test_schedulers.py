@@ -1,10 +1,16 @@
-"""Keras epoch rules end to end on the tiny Keras test backend (real training, no mocks)."""
+"""The Keras epoch rules (``tf_*``) end to end on the real TfNetworkTrainer: real training.
+
+The LR recorder is a plugin marked ``trylast`` so it sees what the rule set. Nothing here needs
+epochal-callbacks.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
+from typing import Any
 
 import pytest
 
@@ -12,8 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
+from epochal import hookimpl  # noqa: E402
 from epochal.plugins.registry import get_callback  # noqa: E402
-from epochal_callbacks.schedulers.keras import (  # noqa: E402
+from epochal_tf.schedulers import (  # noqa: E402
     CosineDecay,
     ReduceOnPlateau,
     StepDecay,
@@ -22,6 +29,81 @@ from epochal_callbacks.schedulers.keras import (  # noqa: E402
 
 BATCH_SIZE = 128  # 1437 training digits: 12 batches an epoch
 N_BATCHES = 12
+
+
+@functools.cache
+def _keras_backend() -> Any:
+    """The real TfNetworkTrainer on a Dense(10) over 64 features, SGD, cross-entropy ("CE")."""
+    from epochal_tf.trainer import TfNetworkTrainer
+
+    def accuracy(predictions, labels):
+        hits = keras.ops.argmax(predictions, 1) == keras.ops.cast(labels, "int32")
+        return keras.ops.mean(keras.ops.cast(hits, "float32"))
+
+    def build(save_path=None, callbacks=None, lr=0.1):
+        keras.utils.set_random_seed(0)
+        network = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+        lr = float(lr) if isinstance(lr, (int, float)) else lr  # or a LearningRateSchedule
+        return TfNetworkTrainer(
+            network,
+            save_path,
+            {"CE": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+            keras.optimizers.SGD,
+            {"learning_rate": lr},
+            metrics={"accuracy": accuracy},
+            callbacks=callbacks,
+        )
+
+    return build
+
+
+@pytest.fixture
+def keras_trainer():
+    """``keras_trainer(save_path=None, callbacks=None, lr=0.1)``; lr may be a schedule."""
+    return _keras_backend()
+
+
+def _rates(trainer: Any) -> dict[str, float]:
+    rates = {}
+    for name, optimizer in trainer.optimizers.items():
+        try:
+            rates[name] = float(optimizer.learning_rate)
+        except (TypeError, ValueError):  # a schedule object: the rate lives per step
+            continue
+    return rates
+
+
+class LRRecorder:
+    """Records each optimizer's rate at each epoch begin, after every callback has run."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    @hookimpl(trylast=True)
+    def epochal_at_epoch_begin(self, trainer: Any) -> None:
+        self.epochs.append(_rates(trainer))
+
+    def of(self, name: str = "default") -> list[float]:
+        """The rate of optimizer ``name`` at each epoch begin."""
+        return [rates[name] for rates in self.epochs]
+
+
+class BatchLRRecorder(LRRecorder):
+    """Also records the rates after each training batch (so it adds a batch hook)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[dict[str, float]] = []
+
+    @hookimpl(trylast=True)
+    def epochal_at_batch_end(self, trainer: Any) -> None:
+        self.batches.append(_rates(trainer))
+
+
+@pytest.fixture
+def lr_recorder():
+    """``lr_recorder(per_batch=False)`` -> a fresh recorder, registered as a callback."""
+    return lambda per_batch=False: BatchLRRecorder() if per_batch else LRRecorder()
 
 
 def _train(trainer_cls, managers, callbacks, num_epochs, **trainer_kwargs):
@@ -45,10 +127,13 @@ RULES = {
 }
 
 
-def test_registered_names_resolve_to_the_classes():
+def test_registered_by_the_tf_plugin_under_their_names():
+    from epochal_tf import plugin
+
     names = ("tf_step_decay", "tf_cosine_decay", "tf_warmup", "tf_reduce_on_plateau")
     classes = (StepDecay, CosineDecay, WarmUp, ReduceOnPlateau)
     assert [get_callback(name) for name in names] == list(classes)
+    assert sorted(plugin.CALLBACKS) == sorted(names)
 
 
 def test_cosine_hand_values_match_the_formula():
@@ -141,9 +226,20 @@ def test_optimizer_selection_all_or_by_name(keras_trainer, managers):
         _train(keras_trainer, managers, [StepDecay(1, optimizer="encoder")], 1)
 
 
-def test_torch_optimizer_is_refused(torch_trainer, managers):
+def test_torch_optimizer_is_refused(managers):
+    torch = pytest.importorskip("torch")
+    epochal_torch = pytest.importorskip("epochal_torch.trainer")
+    trainer = epochal_torch.PyTorchNetworkTrainer(
+        torch.nn.Linear(64, 10),
+        None,
+        {"CE": torch.nn.CrossEntropyLoss()},
+        torch.optim.SGD,
+        {"lr": 0.1},
+        callbacks=[CosineDecay(3)],
+    )
+    train, valid = managers(batch_size=BATCH_SIZE)
     with pytest.raises(TypeError, match=r"not a Keras 3 optimizer.*TorchLRScheduler"):
-        _train(torch_trainer, managers, [CosineDecay(3)], 1)
+        trainer.train(1, train, valid)
 
 
 @pytest.mark.parametrize(

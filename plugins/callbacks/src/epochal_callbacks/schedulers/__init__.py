@@ -1,1 +1,0 @@
-"""LR scheduling callbacks: ``torch`` (any torch.optim.lr_scheduler) and ``keras`` (epoch rules)."""
