@@ -59,13 +59,23 @@ def test_plugins_table_and_json():
         r"^numpy\s+0\.1\.0\s+commands: numpy-demo; trainers: numpy", table, re.MULTILINE
     )
     assert "datasets: digits" in table
-    for name in ("torch", "tf", "callbacks"):
+    for name in ("torch", "tf", "callbacks", "core"):
         assert re.search(rf"^{name}\s+0\.1\.0", table, re.MULTILINE)
     listing = {row["name"]: row for row in json.loads(run("plugins", "--json").stdout)}
     assert listing["numpy"]["distribution"] == "epochal-numpy-example"
     assert listing["numpy"]["hooks"] == ["epochal_register_commands", "epochal_register_trainers"]
     assert listing["numpy"]["provides"] == {"commands": ["numpy-demo"], "trainers": ["numpy"]}
-    assert listing["epochal.plugins.defaults"]["provides"]["samplers"] == [
+    # The built-in commands come from the core's own plugin, through the same hook.
+    assert listing["core"]["distribution"] == "epochal"
+    assert "epochal_register_commands" in listing["core"]["hooks"]
+    assert listing["core"]["provides"]["commands"] == [
+        "kfold",
+        "plugins",
+        "predict",
+        "resume",
+        "train",
+    ]
+    assert listing["core"]["provides"]["samplers"] == [
         "balanced",
         "random",
         "sequential",
@@ -78,12 +88,18 @@ def test_plugins_table_and_json():
         "learning_curves",
         "progress_bar",
         "tensorboard",
+        "timer",
+    ]
+    # Each backend registers its own LR schedulers: epochal-callbacks needs no framework.
+    assert listing["torch"]["provides"] == {
+        "callbacks": ["torch_lr_scheduler"],
+        "trainers": ["torch"],
+    }
+    assert listing["tf"]["provides"]["callbacks"] == [
         "tf_cosine_decay",
         "tf_reduce_on_plateau",
         "tf_step_decay",
         "tf_warmup",
-        "timer",
-        "torch_lr_scheduler",
     ]
     assert all(row["error"] is None for row in listing.values())
 

@@ -1,9 +1,11 @@
 """The ``epochal`` command line (click).
 
-Plugin commands are added through ``epochal_register_commands`` the first time
-the group lists or resolves a command, never at import; a plugin that fails
-there is reported and the other commands keep working. Nothing here imports
-torch or tensorflow.
+Every command, the built-in ones included, is added through ``epochal_register_commands``
+the first time the group lists or resolves a command, never at import: the built-in
+``train``, ``resume``, ``predict``, ``kfold`` and ``plugins`` come from the core's own plugin
+(:mod:`epochal.plugins.defaults`, listed as ``core``), which is asked first so that no plugin
+can replace them. A plugin that fails there is reported and the other commands keep working.
+Nothing here imports a framework.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Any
 import click
 
 from epochal import __version__
-from epochal.cli.commands import register_commands
 from epochal.errors import EpochalError
 from epochal.plugins.info import PluginInfo, describe_plugins
 from epochal.plugins.manager import (
+    DEFAULTS_PLUGIN_NAME,
     FAILED,
     EpochalPluginManager,
     PluginWarning,
@@ -28,7 +30,7 @@ from epochal.plugins.manager import (
     get_plugin_manager,
 )
 
-__all__ = ["EpochalGroup", "create_cli", "main"]
+__all__ = ["EpochalGroup", "create_cli", "main", "plugins_command"]
 
 
 class EpochalGroup(click.Group):
@@ -40,6 +42,7 @@ class EpochalGroup(click.Group):
         super().__init__(*args, **kwargs)
         self._plugin_manager = plugin_manager
         self._plugin_commands_loaded = False
+        self._plugins_asked: set[str] = set()
 
     @property
     def plugin_manager(self) -> EpochalPluginManager:
@@ -47,12 +50,18 @@ class EpochalGroup(click.Group):
             self._plugin_manager = get_plugin_manager()
         return self._plugin_manager
 
-    def _load_plugin_commands(self) -> None:
-        if self._plugin_commands_loaded:
-            return
-        self._plugin_commands_loaded = True
+    def _load_plugin_commands(self, core_only: bool = False) -> None:
+        """Ask the plugins for their commands: the core's plugin first (its commands are
+        kept over any plugin's of the same name), then the others, each once."""
         manager = self.plugin_manager
-        for plugin_name in manager.plugins_implementing("epochal_register_commands"):
+        names = manager.plugins_implementing("epochal_register_commands")
+        names = sorted(names, key=lambda name: name != DEFAULTS_PLUGIN_NAME)  # stable: core first
+        if core_only:
+            names = names[:1] if names and names[0] == DEFAULTS_PLUGIN_NAME else []
+        for plugin_name in names:
+            if plugin_name in self._plugins_asked:
+                continue
+            self._plugins_asked.add(plugin_name)
             before = dict(self.commands)
             if call_plugin(manager, "epochal_register_commands", plugin_name, cli=self) is FAILED:
                 self.commands = before  # drop whatever the broken plugin half-added
@@ -66,16 +75,25 @@ class EpochalGroup(click.Group):
                         PluginWarning,
                         stacklevel=2,
                     )
+        if not core_only:
+            self._plugin_commands_loaded = True
+
+    def load_commands(self) -> None:
+        """Every plugin's commands (once): for ``epochal plugins`` and the help text."""
+        if not self._plugin_commands_loaded:
+            self._load_plugin_commands()
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        self._load_plugin_commands()
+        self.load_commands()
         return super().list_commands(ctx)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        # A built-in command needs only the core's plugin: the others are not asked.
+        self._load_plugin_commands(core_only=True)
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             return command
-        self._load_plugin_commands()
+        self.load_commands()
         return super().get_command(ctx, cmd_name)
 
 
@@ -124,8 +142,32 @@ def _print_table(infos: list[PluginInfo]) -> None:
             click.echo(f"  {info.name}{origin}: {info.error}")
 
 
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@click.pass_context
+def plugins_command(ctx: click.Context, as_json: bool) -> None:
+    """List installed plugins: version, what they provide, hooks, and broken ones."""
+    group = ctx.find_root().command
+    if isinstance(group, EpochalGroup):
+        group.load_commands()  # so that broken command plugins are listed too
+        manager = group.plugin_manager
+    else:  # added to another group: the process-wide plugins
+        manager = get_plugin_manager()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)  # shown in the table instead
+        infos = describe_plugins(manager)
+    if as_json:
+        click.echo(json.dumps([info.as_dict() for info in infos], indent=2))
+    else:
+        _print_table(infos)
+
+
 def create_cli(plugin_manager: EpochalPluginManager | None = None) -> EpochalGroup:
-    """Build the ``epochal`` command group; tests pass their own plugin manager."""
+    """Build the ``epochal`` command group; tests pass their own plugin manager.
+
+    The group starts empty: its commands, the built-in ones too, come from the plugins'
+    ``epochal_register_commands`` when it first lists or resolves a command.
+    """
 
     @click.group(
         cls=EpochalGroup,
@@ -140,23 +182,6 @@ def create_cli(plugin_manager: EpochalPluginManager | None = None) -> EpochalGro
         `epochal plugins` lists what is installed.
         """
 
-    @cli.command()
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
-    @click.pass_context
-    def plugins(ctx: click.Context, as_json: bool) -> None:
-        """List installed plugins: version, what they provide, hooks, and broken ones."""
-        group = ctx.find_root().command
-        assert isinstance(group, EpochalGroup)
-        group._load_plugin_commands()  # so that broken command plugins are listed too
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PluginWarning)  # shown in the table instead
-            infos = describe_plugins(group.plugin_manager)
-        if as_json:
-            click.echo(json.dumps([info.as_dict() for info in infos], indent=2))
-        else:
-            _print_table(infos)
-
-    register_commands(cli)
     return cli  # type: ignore[return-value]
 
 

@@ -41,7 +41,7 @@ from epochal.plugins import hookspecs
 from epochal.plugins.hookspecs import PROJECT_NAME
 
 ENTRY_POINT_GROUP = PROJECT_NAME
-DEFAULTS_PLUGIN_NAME = "epochal.plugins.defaults"
+DEFAULTS_PLUGIN_NAME = "core"
 
 __all__ = [
     "SLOW_IMPORT_NOTICE_S",
