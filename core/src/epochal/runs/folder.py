@@ -312,7 +312,7 @@ def own_run_dir(run_dir: str, collective: Any) -> Iterator[None]:
                 stack.enter_context(run_lock(run_dir))
             except Exception as exc:  # noqa: BLE001 - re-raised below, after the others know
                 refused = exc
-        if collective.any(refused is not None):
+        if collective.any(refused is not None, what="waiting for rank 0 to lock the run folder"):
             if refused is not None:
                 raise refused
             raise ConfigError(f"rank 0 could not take the run folder {run_dir}: see its error")
