@@ -208,7 +208,9 @@ def _check_new_run_dir(run_dir: str) -> bool:
     if not names:
         return False
     has_config = "config.toml" in names
-    if any(name.startswith("checkpoint_") for name in names):
+    from epochal.runs.checkpoints import is_checkpoint_name
+
+    if any(is_checkpoint_name(name) for name in names):
         if has_config:
             raise ConfigError(
                 f"--run-dir {run_dir} is not empty: it holds a run with checkpoints; continue "
@@ -297,9 +299,9 @@ def resume_command(run_dir: str, epochs: int | None, debug: bool, nproc: int | N
         experiment = Experiment.from_config(_run_dir_config(run_dir))
         experiment._check_output_dir(run_dir, "RUN_DIR")
         _launched(experiment, nproc)
-        from epochal.runs.folder import checkpoint_file
+        from epochal.runs import checkpoints
 
-        if checkpoint_file(run_dir, "checkpoint_last") is None:
+        if checkpoints.for_resume(run_dir) is None:
             _announce_restart(
                 run_dir,
                 f"{run_dir} has no checkpoint_last (the run stopped before its first epoch "

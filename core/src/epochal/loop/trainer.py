@@ -1,8 +1,10 @@
 """AbstractNetworkTrainer: the one train/validate loop every backend shares.
 
 A backend (torch, tf, the numpy example) fills in ``_setup`` (then calls
-``super()._setup()``), ``_train_single_epoch``, ``predict``, ``save_state`` and
-``load_state``; the loop below, best-model tracking, checkpoint scheduling, resume
+``super()._setup()``), ``_train_single_epoch``, ``predict``, sets ``self.module`` (the network
+``train`` returns) and provides the checkpoint primitives of :mod:`epochal.loop.backend`; the
+loop below, best-model tracking, checkpoints (``save_state``, ``load_state``, ``update_state``,
+the schedule, the best weights at the end: :mod:`epochal.runs.checkpoints`), resume
 bookkeeping and the share of a distributed run's work are written once, here. Plugins and
 callbacks are registered through :class:`~epochal.loop.hooks.TrainerHooks`.
 """
@@ -22,6 +24,7 @@ from epochal.loop.distributed import Collective
 from epochal.loop.hooks import TrainerHooks
 from epochal.loop.interrupt import TrainingInterrupted, skip_batches, stoppable
 from epochal.plugins.manager import EpochalPluginManager
+from epochal.runs import checkpoints
 
 __all__ = ["VAL_PREFIX", "VAL_SCORE_MODES", "AbstractNetworkTrainer"]
 
@@ -82,6 +85,12 @@ class AbstractNetworkTrainer(TrainerHooks):
         self.interruptible = False
         self._interrupted_at: dict[str, int] | None = None
         self._resume_batches = 0
+        #: The epoch at whose end the weights loaded by :meth:`update_state` were taken
+        #: (``None``: nothing loaded, or a checkpoint of a stop mid-epoch).
+        self.loaded_weights_epoch: int | None = None
+        #: The best epoch's :meth:`network_state`, kept when there is no run folder to hold
+        #: ``checkpoint_best`` (:mod:`epochal.runs.checkpoints`).
+        self._best_network_state: dict[str, Any] | None = None
         #: The processes this trainer trains in (backends that train in several set theirs in
         #: ``_setup``): the loop shards the data, averages epoch metrics over the ranks, and
         #: lets only rank 0 write checkpoints (:mod:`epochal.loop.distributed`).
@@ -174,10 +183,12 @@ class AbstractNetworkTrainer(TrainerHooks):
         self._merge_hook_results(results, "epochal_at_epoch_end")
 
     def _at_training_end(self, *args: Any, **kwargs: Any) -> Any:
-        """Fires the hook; backends extend it to return the best network (every rank waits
-        for rank 0's last checkpoint first)."""
+        """Fires the hook (every rank waits for rank 0's last checkpoint first), puts the best
+        epoch's weights back (:meth:`restore_best_weights`) and returns the network."""
         self.collective.barrier()
         self._hooks.epochal_at_training_end(trainer=self)
+        self.restore_best_weights()
+        return self.module
 
     # -- what a backend must provide -----------------------------------------------
 
@@ -189,14 +200,74 @@ class AbstractNetworkTrainer(TrainerHooks):
         """Return ``(predictions, labels, mean metrics and losses)`` over ``batchgen``."""
         raise NotImplementedError(f"{type(self).__name__} must implement predict")
 
-    def save_state(self, file_name: str, *args: Any, **kwargs: Any) -> None:
-        """Write a checkpoint (atomically); include :meth:`_core_state`."""
-        raise NotImplementedError(f"{type(self).__name__} must implement save_state")
+    # -- checkpoint primitives (the backend's; see epochal.loop.backend) -----------------
+
+    #: The network (set by the backend): what ``train`` returns, what checkpoints hold.
+    module: Any
+
+    #: The file suffix of this backend's checkpoints, e.g. ``".pt"``.
+    checkpoint_suffix: ClassVar[str] = ""
+    #: Suffixes a given file name may already end with (no second suffix is added).
+    checkpoint_suffix_aliases: ClassVar[tuple[str, ...]] = ()
 
     @staticmethod
-    def load_state(file_name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Read a checkpoint written by ``save_state`` and return its state dict."""
-        raise NotImplementedError("the backend's trainer must implement load_state")
+    def write_checkpoint(path: str, state: dict[str, Any]) -> str:
+        """Write ``state`` to ``path`` atomically; return ``path``."""
+        raise NotImplementedError("the backend's trainer must implement write_checkpoint")
+
+    @staticmethod
+    def read_checkpoint(path: str) -> dict[str, Any]:
+        """Read a checkpoint written by :meth:`write_checkpoint` (safely, values checked)."""
+        raise NotImplementedError("the backend's trainer must implement read_checkpoint")
+
+    def network_state(self) -> dict[str, Any]:
+        """The network's weights as checkpoint entries."""
+        raise NotImplementedError(f"{type(self).__name__} must implement network_state")
+
+    def load_network_state(self, state: Mapping[str, Any]) -> None:
+        """Load a checkpoint's network entries into the network (checking that they fit)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement load_network_state")
+
+    def training_state(self) -> dict[str, Any]:
+        """Optimizers, scaler, RNG states: what a resume needs besides the weights."""
+        return {}
+
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
+        """Load what :meth:`training_state` wrote (none of it in a ``weights_only`` file)."""
+
+    # -- checkpoints (written once, here and in epochal.runs.checkpoints) ----------------
+
+    def save_state(
+        self, file_name: str, epoch: int = 0, weights_only: bool = False, **kwargs: Any
+    ) -> str:
+        """Write a checkpoint (atomically): the network's state, the core's part (epoch, best
+        score, callback and plugin state) and, unless ``weights_only``, the training state.
+        The backend's suffix is added when ``file_name`` has none; returns the file written."""
+        state = {**self.network_state(), **self._core_state(epoch)}
+        if not weights_only:
+            state.update(self.training_state())
+        suffixes = self.checkpoint_suffix, self.checkpoint_suffix_aliases
+        path = checkpoints.to_write(file_name, *suffixes)
+        return self.write_checkpoint(path, state)
+
+    @classmethod
+    def load_state(cls, file_name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Read a checkpoint written by ``save_state`` (its suffix may be left off) and return
+        its state dict; options (torch: ``map_location``) go to ``read_checkpoint``."""
+        path = checkpoints.to_read(file_name, cls.checkpoint_suffix, cls.checkpoint_suffix_aliases)
+        return cls.read_checkpoint(path, *args, **kwargs)
+
+    def restore_best_weights(self) -> None:
+        """Put the best epoch's weights into the network, one policy for every backend:
+        ``checkpoint_best`` when the trainer has a run folder, else the copy kept in memory
+        when the epoch was best. Nothing changes when no epoch was best."""
+        if self.save_path is not None:
+            best = os.path.join(self.save_path, checkpoints.BEST)
+            found = checkpoints.to_write(best, self.checkpoint_suffix)
+            if self.best_epoch is not None and os.path.exists(found):
+                self.load_network_state(self.load_state(found))
+        elif self._best_network_state is not None:
+            self.load_network_state(self._best_network_state)
 
     # -- state -----------------------------------------------------------------------
 
@@ -218,7 +289,11 @@ class AbstractNetworkTrainer(TrainerHooks):
         return self._update_state(self.load_state(file_name, *args, **kwargs))
 
     def _update_state(self, new_state: dict[str, Any]) -> AbstractNetworkTrainer:
-        """Restore the core part of a checkpoint; backends restore weights and call super()."""
+        """Restore a checkpoint read by ``load_state``: the network's state, the training
+        state (what the file holds of it), then the core part (epoch, best score, callbacks)."""
+        self.load_network_state(new_state)
+        self.load_training_state(new_state)
+        self.loaded_weights_epoch = checkpoints.weights_epoch(new_state)
         if "epoch" in new_state:
             self.start_epoch = int(new_state["epoch"]) + 1
             self._checkpoint_last_epoch = int(new_state["epoch"])  # a resume's checkpoint_last
@@ -415,7 +490,7 @@ class AbstractNetworkTrainer(TrainerHooks):
         """Write ``checkpoint_last`` for a stop before batch ``stop.batches_done`` of
         ``stop.epoch`` (the weights so far, marked to resume mid-epoch), then re-raise."""
         if self.save_path is not None:
-            path = os.path.join(self.save_path, "checkpoint_last")
+            path = os.path.join(self.save_path, checkpoints.LAST)
             if self.is_main_process:
                 os.makedirs(self.save_path, exist_ok=True)
                 self._interrupted_at = {
@@ -448,12 +523,15 @@ class AbstractNetworkTrainer(TrainerHooks):
         return prefixed if prefixed in metrics_val else None
 
     def _save_epoch_checkpoints(self, epoch: int, is_best: bool) -> None:
-        if self.save_path is None or not self.is_main_process:
+        """The epoch's checkpoints (:func:`epochal.runs.checkpoints.stems_after_epoch`), by
+        rank 0; without a run folder, a copy of the best epoch's weights in memory."""
+        if self.save_path is None:
+            if is_best:  # every rank: each returns its network from train()
+                self._best_network_state = checkpoints.snapshot(self.network_state())
+            return
+        if not self.is_main_process:
             return
         os.makedirs(self.save_path, exist_ok=True)
-        if epoch % self.save_freq == 0:
-            self.save_state(os.path.join(self.save_path, f"checkpoint_epoch_{epoch}"), epoch)
-        if is_best:
-            self.save_state(os.path.join(self.save_path, "checkpoint_best"), epoch)
-        self.save_state(os.path.join(self.save_path, "checkpoint_last"), epoch)
+        for stem in checkpoints.stems_after_epoch(epoch, is_best, self.save_freq):
+            self.save_state(os.path.join(self.save_path, stem), epoch)
         self._checkpoint_last_epoch = epoch

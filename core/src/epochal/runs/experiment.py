@@ -29,12 +29,12 @@ from epochal.job.limits import check_output_dir, check_seed
 from epochal.job.params import Parameters
 from epochal.job.trainer_args import TRAINING_KEYS, build_named, trainer_kwargs
 from epochal.loop.interrupt import TrainingInterrupted, stop_on_signals
+from epochal.runs import checkpoints
 from epochal.runs.files import atomic_write, remove_stale_temp_files
 from epochal.runs.folder import (
     RunRecorder,
     RunResult,
     backend_trainer,
-    checkpoint_file,
     new_run_dir,
     own_run_dir,
     read_summary,
@@ -340,14 +340,13 @@ class Experiment:
 
     def _find_checkpoint(self, run_dir: str, stem: str) -> str | None:
         """``run_dir/stem`` (as the backends' ``load_state`` takes it) if that checkpoint exists."""
-        return os.path.join(run_dir, stem) if checkpoint_file(run_dir, stem) else None
+        return checkpoints.find(run_dir, stem)
 
     def restore(self, run_dir: str | os.PathLike[str], checkpoint: str = "best") -> Any:
         """A trainer holding the weights of ``checkpoint_<checkpoint>`` in ``run_dir`` (falls
         back to ``checkpoint_last`` when the run tracked no best), ready to ``predict``."""
         run_dir = os.fspath(run_dir)
-        found = self._find_checkpoint(run_dir, f"checkpoint_{checkpoint}")
-        found = found or self._find_checkpoint(run_dir, "checkpoint_last")
+        found = checkpoints.for_predict(run_dir, checkpoint)
         if found is None:
             raise ConfigError(f"{run_dir} holds no checkpoint (checkpoint_{checkpoint} or _last)")
         # in one process, whatever the run was trained in

@@ -1,33 +1,34 @@
 """What a run leaves in its folder, and the pieces an experiment builds a run from.
 
 ``summary.json`` (status, best epoch and score, wall time, versions), the run folder's name and
-its lock, its checkpoint files (and a ``checkpoint_best`` made consistent after a kill), the
-backend's trainer class looked up by name with an install hint.
+its lock (the backend's trainer class is looked up in :mod:`epochal.job.backends`). Checkpoints
+(names, lookup, the repair of ``checkpoint_best`` after a kill) live in
+:mod:`epochal.runs.checkpoints`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import functools
 import json
 import math
-import numbers
 import os
-import reprlib
-import shutil
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from epochal.errors import CheckpointError, ConfigError, EpochalError
-from epochal.runs.files import atomic_write, check_run_file, open_run_file
+from epochal.errors import ConfigError
+from epochal.runs.checkpoints import (  # their home; importable from here as before
+    check_core_state,
+    checkpoint_file,
+    checkpoint_value_error,
+    reconcile_best,
+)
+from epochal.runs.files import atomic_write, open_run_file
 
 __all__ = [
     "RunRecorder",
     "RunResult",
-    "backend_trainer",
     "check_core_state",
     "checkpoint_file",
     "checkpoint_value_error",
@@ -39,9 +40,6 @@ __all__ = [
     "versions",
     "write_summary",
 ]
-
-#: Install hints for the backends epochal ships.
-BACKEND_PACKAGES = {"torch": "epochal-torch", "tf": "epochal-tf"}
 
 
 @dataclass
@@ -82,28 +80,6 @@ class RunRecorder:
         return {}
 
 
-def backend_trainer(backend: str) -> type:
-    """The trainer class registered as ``backend``, or an error that says what to install."""
-    from epochal.plugins.registry import trainers
-
-    registry = trainers()
-    if backend not in registry:
-        package = BACKEND_PACKAGES.get(backend)
-        hint = f" Install it: pip install {package}." if package else ""
-        raise ConfigError(
-            f"unknown backend {backend!r}; installed backends: "
-            f"{', '.join(registry.names()) or 'none'}.{hint}"
-        )
-    try:
-        return registry.get(backend)
-    except ImportError as exc:
-        package = BACKEND_PACKAGES.get(backend, "the backend's framework")
-        raise ConfigError(
-            f"the backend {backend!r} is installed but its framework cannot be imported: "
-            f"{exc.__cause__ or exc}. Install it: pip install {package}"
-        ) from None
-
-
 def new_run_dir(save_path: str, name: str) -> str:
     """``<save_path>/<name>/<date-time>``, made unique with a suffix (not yet created)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -116,22 +92,22 @@ def new_run_dir(save_path: str, name: str) -> str:
 
 
 def versions(trainer_cls: type | None) -> dict[str, str]:
-    """Python, epochal, every epochal plugin distribution and the backend's framework."""
+    """Python, epochal, every installed epochal plugin distribution, and what the backend's
+    distribution requires (its framework), as the plugin registry finds them."""
     import platform
     from importlib import metadata
 
+    from epochal.job.backends import framework_distributions, plugin_distributions
+
     found = {"python": platform.python_version()}
-    for dist in (
+    names = [
         "epochal",
-        "epochal-torch",
-        "epochal-tf",
-        "epochal-callbacks",
-        "torch",
-        "tensorflow",
-        "keras",
+        *sorted(set(plugin_distributions().values())),
+        *(framework_distributions(trainer_cls) if trainer_cls is not None else []),
         "numpy",
         "batchgenerators",
-    ):
+    ]
+    for dist in dict.fromkeys(names):
         try:
             found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -207,99 +183,6 @@ def run_lock(run_dir: str) -> Iterator[None]:
         handle.close()  # closing releases the lock
 
 
-def checkpoint_file(run_dir: str, stem: str) -> str | None:
-    """The file of checkpoint ``stem`` in ``run_dir`` (whatever the backend's suffix).
-
-    A link, a FIFO or anything else that is not a regular file under that name is refused
-    (:class:`ConfigError` naming it), before any loader opens it (a FIFO would block it).
-    """
-    for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else ():
-        if name == stem or (name.startswith(stem + ".") and not name.endswith(".tmp")):
-            path = os.path.join(run_dir, name)
-            check_run_file(path)
-            return path
-    return None
-
-
-def _describe(value: Any) -> str:
-    return f"{reprlib.repr(value)} ({type(value).__name__})"
-
-
-def _is_int(value: Any, least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
-def checkpoint_value_error(path: str, key: str, value: Any, wanted: str) -> CheckpointError:
-    """The one-line error for a checkpoint ``path`` whose ``key`` holds ``value``, which is
-    not ``wanted`` (a crafted or altered file): names the file, the key and what to do."""
-    return CheckpointError(
-        f"checkpoint {path}: {key} must be {wanted}, got {_describe(value)}; the file was not "
-        "written by epochal or was altered. Use another checkpoint, e.g. checkpoint_epoch_<n>"
-    )
-
-
-def check_core_state(path: str, state: Mapping[str, Any]) -> None:
-    """Refuse a checkpoint whose core part (what ``AbstractNetworkTrainer._core_state``
-    writes) has values of the wrong type or range: a :class:`CheckpointError` naming the
-    file and the key. Backends call it when they load a checkpoint, so that a crafted
-    ``epoch = -5`` or ``epoch = "x"`` is one clear line, not a failure deep in the loop."""
-    refuse = functools.partial(checkpoint_value_error, path)
-    if "epoch" in state and not _is_int(state["epoch"], 0):
-        raise refuse("'epoch'", state["epoch"], "an integer >= 0")
-    for key in ("best_epoch", "fold"):
-        value = state.get(key)
-        if value is not None and not _is_int(value, 0):
-            raise refuse(repr(key), value, "an integer >= 0 or None")
-    score = state.get("best_val_score")
-    if score is not None and (isinstance(score, bool) or not isinstance(score, numbers.Real)):
-        raise refuse("'best_val_score'", score, "a number or None")
-    interrupted = state.get("interrupted")
-    if interrupted is not None:
-        if not isinstance(interrupted, Mapping) or (interrupted and "epoch" not in interrupted):
-            raise refuse("'interrupted'", interrupted, "None or a table with an 'epoch'")
-        for key, least in (("epoch", 1), ("batches_done", 0), ("world_size", 1)):
-            if key in interrupted and not _is_int(interrupted[key], least):
-                raise refuse(f"'interrupted.{key}'", interrupted[key], f"an integer >= {least}")
-    callbacks = state.get("callbacks")
-    if callbacks is not None and (
-        not isinstance(callbacks, Mapping) or not all(isinstance(k, str) for k in callbacks)
-    ):
-        raise refuse("'callbacks'", callbacks, "a table of callback states or None")
-
-
-def reconcile_best(trainer: Any, run_dir: str) -> None:
-    """Make ``checkpoint_best`` the epoch ``checkpoint_last`` calls best.
-
-    A kill between the writes of ``checkpoint_best`` and ``checkpoint_last`` leaves a best
-    file of an epoch the resumed run trains again; on hardware that does not repeat itself
-    exactly, that epoch may turn out differently. The best epoch's weights are put back
-    from ``checkpoint_last`` (when it is that epoch) or ``checkpoint_epoch_<n>``.
-    """
-    best_file = checkpoint_file(run_dir, "checkpoint_best")
-    if best_file is None or trainer.best_epoch is None:
-        return
-    try:
-        saved_epoch = trainer.load_state(os.path.join(run_dir, "checkpoint_best"))["epoch"]
-    except (EpochalError, OSError, KeyError, ValueError):
-        saved_epoch = None
-    if saved_epoch == trainer.best_epoch:
-        return
-    at_epoch_end = trainer._resume_batches == 0 and trainer.start_epoch - 1 == trainer.best_epoch
-    source = checkpoint_file(run_dir, "checkpoint_last") if at_epoch_end else None
-    source = source or checkpoint_file(run_dir, f"checkpoint_epoch_{trainer.best_epoch}")
-    if source is None:
-        os.remove(best_file)
-        warnings.warn(
-            f"{best_file} held epoch {saved_epoch}, not the best epoch {trainer.best_epoch} "
-            "of checkpoint_last, and no checkpoint of that epoch is left: it was removed; "
-            "the next best epoch writes it again",
-            stacklevel=3,
-        )
-        return
-    with open_run_file(source, "rb") as handle, atomic_write(best_file) as target:
-        shutil.copyfileobj(handle, target)
-
-
 @contextlib.contextmanager
 def own_run_dir(run_dir: str, collective: Any) -> Iterator[None]:
     """While inside, this run owns ``run_dir``: rank 0 (or the only process) holds its lock
@@ -312,7 +195,7 @@ def own_run_dir(run_dir: str, collective: Any) -> Iterator[None]:
                 stack.enter_context(run_lock(run_dir))
             except Exception as exc:  # noqa: BLE001 - re-raised below, after the others know
                 refused = exc
-        if collective.any(refused is not None, what="waiting for rank 0 to lock the run folder"):
+        if collective.any(refused is not None, what="taking the run folder"):
             if refused is not None:
                 raise refused
             raise ConfigError(f"rank 0 could not take the run folder {run_dir}: see its error")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,11 +12,9 @@ import numpy as np
 from epochal.data.batching import rebatch
 from epochal.errors import CheckpointError, ConfigError
 from epochal.loop.trainer import AbstractNetworkTrainer
+from epochal.runs.checkpoints import check_core_state, checkpoint_value_error
 from epochal.runs.files import atomic_write, open_run_file
-from epochal.runs.folder import check_core_state, checkpoint_value_error
 from epochal_numpy.network import SoftmaxRegression, softmax_cross_entropy
-
-CHECKPOINT_SUFFIX = ".npz"
 
 
 class NumpyNetworkTrainer(AbstractNetworkTrainer):
@@ -50,7 +48,6 @@ class NumpyNetworkTrainer(AbstractNetworkTrainer):
             raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
         self.module = network
         self.lr = float(lr)
-        self._best_weights: dict[str, np.ndarray] | None = None
         self._setup()
 
     def _train_single_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
@@ -99,54 +96,40 @@ class NumpyNetworkTrainer(AbstractNetworkTrainer):
         metrics = {"CE": loss_sum / seen, "accuracy": correct / seen}
         return np.concatenate(predictions), [np.concatenate(labels_all)], metrics
 
-    def _at_epoch_end(self, metrics_val, val_score_key, epoch, is_best, **kwargs) -> None:
-        if is_best:
-            self._best_weights = self.module.state_dict()
-        super()._at_epoch_end(metrics_val, val_score_key, epoch, is_best, **kwargs)
+    # -- checkpoint primitives: the core writes, finds and restores checkpoints with them --
 
-    def _at_training_end(self, *args: Any, **kwargs: Any) -> SoftmaxRegression:
-        super()._at_training_end()
-        if self._best_weights is not None:
-            self.module.load_state_dict(self._best_weights)
-        elif self.best_epoch is not None and self.save_path is not None:
-            best = os.path.join(self.save_path, "checkpoint_best" + CHECKPOINT_SUFFIX)
-            if os.path.exists(best):  # resumed after the best epoch: its weights are on disk
-                self.module.load_state_dict(self.load_state(best)["weights"])
-        return self.module
+    checkpoint_suffix: ClassVar[str] = ".npz"
 
-    def save_state(self, file_name: str, epoch: int = 0, **kwargs: Any) -> str:
-        if not file_name.endswith(CHECKPOINT_SUFFIX):
-            file_name += CHECKPOINT_SUFFIX
-        meta = json.dumps(self._core_state(epoch))
-        with atomic_write(file_name) as handle:
-            np.savez(handle, meta=np.array(meta), **self.module.state_dict())
-        return file_name
+    def network_state(self) -> dict[str, Any]:
+        return {"weights": self.module.state_dict()}
+
+    def load_network_state(self, state: Mapping[str, Any]) -> None:
+        self.module.load_state_dict(state["weights"])
 
     @staticmethod
-    def load_state(file_name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Read a checkpoint: no pickle, no link followed, no FIFO waited on, values checked."""
-        if not file_name.endswith(CHECKPOINT_SUFFIX) and not os.path.exists(file_name):
-            file_name += CHECKPOINT_SUFFIX
+    def write_checkpoint(path: str, state: dict[str, Any]) -> str:
+        """One ``.npz``: the weights as arrays, everything else as one JSON document."""
+        meta = {key: value for key, value in state.items() if key != "weights"}
+        with atomic_write(path) as handle:
+            np.savez(handle, meta=np.array(json.dumps(meta)), **state["weights"])
+        return path
+
+    @staticmethod
+    def read_checkpoint(path: str) -> dict[str, Any]:
+        """No pickle, no link followed, no FIFO waited on, values checked."""
         try:
-            with (
-                open_run_file(file_name, "rb") as handle,
-                np.load(handle, allow_pickle=False) as archive,
-            ):
-                state = json.loads(str(archive["meta"]))
-                weights = {key: archive[key] for key in archive.files if key != "meta"}
+            with open_run_file(path, "rb") as handle, np.load(handle, allow_pickle=False) as npz:
+                state = json.loads(str(npz["meta"]))
+                weights = {key: npz[key] for key in npz.files if key != "meta"}
         except ConfigError:  # a link or a FIFO, refused by open_run_file
             raise
         except (OSError, ValueError, KeyError, AttributeError, EOFError) as exc:
             raise CheckpointError(
-                f"checkpoint {file_name} cannot be read ({type(exc).__name__}: {exc}): it is "
+                f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}): it is "
                 "truncated or not a checkpoint of the numpy backend"
             ) from exc
         if not isinstance(state, dict):
-            raise checkpoint_value_error(file_name, "'meta'", state, "a JSON table")
-        check_core_state(file_name, state)
+            raise checkpoint_value_error(path, "'meta'", state, "a JSON table")
+        check_core_state(path, state)
         state["weights"] = weights
         return state
-
-    def _update_state(self, new_state: dict[str, Any]) -> NumpyNetworkTrainer:
-        self.module.load_state_dict(new_state["weights"])
-        return super()._update_state(new_state)

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from epochal.errors import CheckpointError
+from epochal.runs.checkpoints import check_core_state, checkpoint_value_error
 from epochal.runs.files import atomic_write, open_run_file, os_error_in, write_error_message
-from epochal.runs.folder import check_core_state, checkpoint_value_error
 
 __all__ = [
     "FORMAT",

@@ -18,14 +18,15 @@ import numpy as np
 import torch
 
 from epochal.errors import CheckpointError
+from epochal.runs.checkpoints import check_core_state, checkpoint_value_error
 from epochal.runs.files import atomic_write, open_run_file, os_error_in, write_error_message
-from epochal.runs.folder import check_core_state, checkpoint_value_error
 
 __all__ = [
     "CheckpointError",
     "check_fits",
     "check_state",
     "load_checkpoint",
+    "read_checkpoint",
     "restore_rng_state",
     "rng_state",
     "save_checkpoint",
@@ -84,6 +85,23 @@ def load_checkpoint(
         raise CheckpointError(f"{path!r} is a torch file but not an epochal checkpoint")
     check_state(path, state)
     return state
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str], weights_only: bool = True, **kwargs: Any
+) -> dict[str, Any]:
+    """``load_state``'s reader: :func:`load_checkpoint`, tensors mapped to ``map_location``
+    (default: the CPU).
+
+    Always with ``torch.load(weights_only=True)``: ``weights_only=False`` (which delira
+    allowed) would let a crafted file run code, and is refused.
+    """
+    if not weights_only:
+        raise ValueError(
+            "load_state(weights_only=False) is refused: it would let a crafted checkpoint "
+            "run code. epochal checkpoints load fully with weights_only=True."
+        )
+    return load_checkpoint(path, map_location=kwargs.get("map_location", "cpu"))
 
 
 def _tensors(value: Any) -> bool:
