@@ -1,7 +1,7 @@
 """Fixtures for the callback tests: a tiny real torch backend.
 
 It is a TEST BACKEND (the least a backend must do: ``optimizers`` dict, ``_train_single_epoch``,
-``predict``, checkpoints with ``_core_state``) on a linear model over digits, built inside a
+``predict``, the checkpoint primitives) on a linear model over digits, built inside a
 function so that torch is imported only by the tests that use it. (The LR schedulers' tests
 live with their backends, in ``plugins/torch_trainer`` and ``plugins/tf_trainer``.)
 """
@@ -79,28 +79,30 @@ def _torch_backend() -> type:
             }
             return logits.softmax(1).numpy(), [labels.numpy()], metrics
 
-        def _at_training_end(self, *args, **kwargs):
-            super()._at_training_end()
-            return self.module
-
-        def save_state(self, file_name, epoch=0, **kwargs):
-            state = {
-                "model": self.module.state_dict(),
-                "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-                **self._core_state(epoch),
-            }
-            with atomic_write(file_name + ".pt") as handle:
-                torch.save(state, handle)
+        checkpoint_suffix = ".pt"
 
         @staticmethod
-        def load_state(file_name, *args, **kwargs):
-            return torch.load(file_name + ".pt", weights_only=True)
+        def write_checkpoint(path, state):
+            with atomic_write(path) as handle:
+                torch.save(state, handle)
+            return path
 
-        def _update_state(self, new_state):
-            self.module.load_state_dict(new_state["model"])
+        @staticmethod
+        def read_checkpoint(path):
+            return torch.load(path, weights_only=True)
+
+        def network_state(self):
+            return {"model": self.module.state_dict()}
+
+        def load_network_state(self, state):
+            self.module.load_state_dict(state["model"])
+
+        def training_state(self):
+            return {"optimizers": {name: o.state_dict() for name, o in self.optimizers.items()}}
+
+        def load_training_state(self, state):
             for name, optimizer in self.optimizers.items():
-                optimizer.load_state_dict(new_state["optimizers"][name])
-            return super()._update_state(new_state)
+                optimizer.load_state_dict(state["optimizers"][name])
 
     return TorchTestTrainer
 

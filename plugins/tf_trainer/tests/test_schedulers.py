@@ -19,6 +19,7 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
 from epochal import hookimpl  # noqa: E402
+from epochal.loop.callbacks import SupervisedTrainerView  # noqa: E402
 from epochal.plugins.registry import get_callback  # noqa: E402
 from epochal_tf.schedulers import (  # noqa: E402
     CosineDecay,
@@ -222,6 +223,7 @@ def test_learning_rate_schedule_alone_works_per_step(keras_trainer, managers, lr
 def test_optimizer_selection_all_or_by_name(keras_trainer, managers):
     trainer = _train(keras_trainer, managers, [StepDecay(1, optimizer=None)], 1, lr=0.1)
     assert trainer.callbacks[0].base_lrs == pytest.approx({"default": 0.1})
+    assert isinstance(trainer, SupervisedTrainerView)  # what the rules are written against
     with pytest.raises(KeyError, match=r"no optimizer 'encoder'; it has \['default'\]"):
         _train(keras_trainer, managers, [StepDecay(1, optimizer="encoder")], 1)
 

@@ -1,7 +1,7 @@
 """TorchLRScheduler (``torch_lr_scheduler``) end to end on a tiny torch backend: real training.
 
 The backend here is a TEST BACKEND (the least a backend must do: an ``optimizers`` dict, one
-epoch, ``predict``, checkpoints with the core state) on a linear model over digits, so that a
+epoch, ``predict``, the checkpoint primitives) on a linear model over digits, so that a
 test can give it two optimizers; the LR recorder is a plugin marked ``trylast`` so it sees
 what the scheduler set. Nothing here needs epochal-callbacks.
 """
@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from epochal import hookimpl
+from epochal.loop.callbacks import SupervisedTrainerView
 from epochal.loop.trainer import AbstractNetworkTrainer
 from epochal.plugins.registry import get_callback
 from epochal.runs.files import atomic_write
@@ -87,28 +88,30 @@ def _linear_backend() -> type:
             }
             return logits.softmax(1).numpy(), [labels.numpy()], metrics
 
-        def _at_training_end(self, *args, **kwargs):
-            super()._at_training_end()
-            return self.module
-
-        def save_state(self, file_name, epoch=0, **kwargs):
-            state = {
-                "model": self.module.state_dict(),
-                "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-                **self._core_state(epoch),
-            }
-            with atomic_write(file_name + ".pt") as handle:
-                torch.save(state, handle)
+        checkpoint_suffix = ".pt"
 
         @staticmethod
-        def load_state(file_name, *args, **kwargs):
-            return torch.load(file_name + ".pt", weights_only=True)
+        def write_checkpoint(path, state):
+            with atomic_write(path) as handle:
+                torch.save(state, handle)
+            return path
 
-        def _update_state(self, new_state):
-            self.module.load_state_dict(new_state["model"])
+        @staticmethod
+        def read_checkpoint(path):
+            return torch.load(path, weights_only=True)
+
+        def network_state(self):
+            return {"model": self.module.state_dict()}
+
+        def load_network_state(self, state):
+            self.module.load_state_dict(state["model"])
+
+        def training_state(self):
+            return {"optimizers": {name: o.state_dict() for name, o in self.optimizers.items()}}
+
+        def load_training_state(self, state):
             for name, optimizer in self.optimizers.items():
-                optimizer.load_state_dict(new_state["optimizers"][name])
-            return super()._update_state(new_state)
+                optimizer.load_state_dict(state["optimizers"][name])
 
     return TorchTestTrainer
 
@@ -172,6 +175,14 @@ def test_registered_by_the_torch_plugin_under_its_name():
 
     assert get_callback("torch_lr_scheduler") is TorchLRScheduler
     assert plugin.CALLBACKS == {"torch_lr_scheduler": "epochal_torch.schedulers:TorchLRScheduler"}
+
+
+def test_the_lr_scheduler_cls_argument_uses_this_package(torch_trainer):
+    """delira's ``lr_scheduler_cls`` becomes this package's callback; the trainer is the typed
+    view callbacks are written against (its network and optimizers included)."""
+    trainer = torch_trainer(lr_scheduler_cls="StepLR", lr_scheduler_params={"step_size": 2})
+    assert [type(callback) for callback in trainer.callbacks] == [TorchLRScheduler]
+    assert isinstance(trainer, SupervisedTrainerView)
 
 
 def test_step_lr_changes_the_rate_at_the_right_epochs(linear_trainer, managers, lr_recorder):

@@ -13,16 +13,91 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 from epochal.errors import MissingMetricError
 from epochal.plugins.hookspecs import hookimpl
 
-if TYPE_CHECKING:  # pragma: no cover
-    from epochal.loop.trainer import AbstractNetworkTrainer
-
 __all__ = ["AbstractCallback", "BatchCallbackChain", "CallbackChain", "is_hook_plugin"]
+__all__ += ["SupervisedTrainerView", "TrainerView"]
 __all__ += ["check_mode", "improved", "lookup_metric", "same_optimizers", "select_optimizers"]
+
+
+@runtime_checkable
+class TrainerView(Protocol):
+    """What a callback or plugin may use of the trainer its hooks are given, on any backend.
+
+    Every trainer (:class:`~epochal.loop.trainer.AbstractNetworkTrainer`) has these; the rest
+    of a trainer is the loop's and the backend's business. To change what the loop does, a
+    callback returns a dict merged into :attr:`state` (``{"stop_training": True}``) or calls
+    :meth:`request_stop`; it does not set the trainer's attributes (:attr:`time_data_wait`
+    is the one switch meant for callbacks). Backends add public attributes of their own:
+    see :class:`SupervisedTrainerView` for the network and optimizers.
+    """
+
+    #: What hooks returned, merged (``stop_training``), and the loop's ``train_seconds``,
+    #: ``val_seconds`` (and ``data_wait_seconds`` when :attr:`time_data_wait` is set).
+    state: dict[str, Any]
+    #: Set to ``True`` to have the loop time its waits for batches (a timer does).
+    time_data_wait: bool
+
+    @property
+    def fold(self) -> int:
+        """The cross-validation fold this trainer trains (0 outside ``kfold``)."""
+
+    @property
+    def save_path(self) -> str | None:
+        """The run folder (``None``: nothing is written)."""
+
+    @property
+    def start_epoch(self) -> int:
+        """The first epoch ``train`` runs (after a resume: the one after the checkpoint)."""
+
+    @property
+    def best_val_score(self) -> float | None:
+        """The best validation score so far (``None``: none yet)."""
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The epoch of :attr:`best_val_score`."""
+
+    @property
+    def val_score_key(self) -> str | None:
+        """The validation metric the run monitors (set by ``train``)."""
+
+    @property
+    def val_score_mode(self) -> str:
+        """``"highest"`` or ``"lowest"``: which way :attr:`val_score_key` improves."""
+
+    @property
+    def is_main_process(self) -> bool:
+        """Rank 0, or the only process: the one that writes files and talks to the user."""
+
+    @property
+    def callbacks(self) -> list[object]:
+        """The registered callbacks, in registration order (a copy)."""
+
+    def request_stop(self, reason: str = "stop") -> None:
+        """Stop at the next batch boundary, writing ``checkpoint_last`` to resume from."""
+
+    def register_callback(self, callback: object) -> None:
+        """Add a callback (delira style) or a plugin object with ``@epochal.hookimpl`` hooks."""
+
+
+@runtime_checkable
+class SupervisedTrainerView(TrainerView, Protocol):
+    """A :class:`TrainerView` of a supervised backend
+    (:class:`~epochal.loop.supervised.SupervisedTrainer`): the network and the optimizers,
+    for callbacks such as LR schedulers and loggers of learning rates. A callback that
+    needs them checks for them (:func:`select_optimizers` does)."""
+
+    @property
+    def module(self) -> Any:
+        """The framework's network, as trained (delira's name)."""
+
+    @property
+    def optimizers(self) -> Mapping[str, Any]:
+        """``{name: optimizer}`` of the framework (``"default"`` for the default step)."""
 
 
 class AbstractCallback:
@@ -43,16 +118,16 @@ class AbstractCallback:
     #: Run on rank 0 only when training in several processes (loggers, plots, progress).
     main_process_only: bool = False
 
-    def at_training_begin(self, trainer: AbstractNetworkTrainer, **kwargs: Any) -> dict | None:
+    def at_training_begin(self, trainer: TrainerView, **kwargs: Any) -> dict | None:
         return {}
 
-    def at_epoch_begin(self, trainer: AbstractNetworkTrainer, **kwargs: Any) -> dict | None:
+    def at_epoch_begin(self, trainer: TrainerView, **kwargs: Any) -> dict | None:
         return {}
 
-    def at_epoch_end(self, trainer: AbstractNetworkTrainer, **kwargs: Any) -> dict | None:
+    def at_epoch_end(self, trainer: TrainerView, **kwargs: Any) -> dict | None:
         return {}
 
-    def at_training_end(self, trainer: AbstractNetworkTrainer, **kwargs: Any) -> dict | None:
+    def at_training_end(self, trainer: TrainerView, **kwargs: Any) -> dict | None:
         return {}
 
     def state_dict(self) -> dict[str, Any] | None:
@@ -98,7 +173,7 @@ def improved(mode: str, best: float | None, value: float, min_delta: float = 0.0
     return value > best + min_delta if mode == "highest" else value < best - min_delta
 
 
-def select_optimizers(owner: str, trainer: Any, optimizer: str | None) -> dict[str, Any]:
+def select_optimizers(owner: str, trainer: TrainerView, optimizer: str | None) -> dict[str, Any]:
     """The trainer's optimizers a callback acts on: the one named, or all for ``None``/``"all"``.
 
     Backends expose ``trainer.optimizers`` (a dict name -> optimizer, delira's convention); a
@@ -155,7 +230,7 @@ class _Method:
                     p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
                 )
 
-    def __call__(self, trainer: AbstractNetworkTrainer, **kwargs: Any) -> dict | None:
+    def __call__(self, trainer: TrainerView, **kwargs: Any) -> dict | None:
         if self.function is None:
             return None
         if self.accepted is not None:
@@ -183,7 +258,7 @@ class _Entry:
         self.main_only = bool(getattr(callback, "main_process_only", False))
 
 
-def _apply(trainer: AbstractNetworkTrainer, result: dict | None) -> None:
+def _apply(trainer: TrainerView, result: dict | None) -> None:
     if result:
         trainer.state.update(result)
 
@@ -208,7 +283,7 @@ class CallbackChain:
             )
         self.entries.append(_Entry(callback, key))
 
-    def active(self, trainer: AbstractNetworkTrainer) -> list[_Entry]:
+    def active(self, trainer: TrainerView) -> list[_Entry]:
         """The callbacks that run in this process (rank 0: all; other ranks: those not
         marked ``main_process_only``)."""
         if getattr(trainer, "is_main_process", True):
@@ -228,14 +303,14 @@ class CallbackChain:
         ]
 
     @hookimpl
-    def epochal_at_training_begin(self, trainer: AbstractNetworkTrainer) -> None:
+    def epochal_at_training_begin(self, trainer: TrainerView) -> None:
         for entry in self.active(trainer):
             _apply(trainer, entry.training_begin(trainer))
 
     @hookimpl
     def epochal_at_epoch_begin(
         self,
-        trainer: AbstractNetworkTrainer,
+        trainer: TrainerView,
         epoch: int,
         num_epochs: int,
         metrics_val: dict,
@@ -258,7 +333,7 @@ class CallbackChain:
     @hookimpl
     def epochal_at_epoch_end(
         self,
-        trainer: AbstractNetworkTrainer,
+        trainer: TrainerView,
         epoch: int,
         num_epochs: int,
         metrics_train: dict,
@@ -283,12 +358,12 @@ class CallbackChain:
             )
 
     @hookimpl
-    def epochal_at_training_end(self, trainer: AbstractNetworkTrainer) -> None:
+    def epochal_at_training_end(self, trainer: TrainerView) -> None:
         for entry in self.active(trainer):
             _apply(trainer, entry.training_end(trainer))
 
     @hookimpl
-    def epochal_state_dict(self, trainer: AbstractNetworkTrainer) -> dict | None:
+    def epochal_state_dict(self, trainer: TrainerView) -> dict | None:
         states = {}
         for entry in self.active(trainer):
             state_dict = getattr(entry.callback, "state_dict", None)
@@ -298,7 +373,7 @@ class CallbackChain:
         return states or None
 
     @hookimpl
-    def epochal_load_state_dict(self, trainer: AbstractNetworkTrainer, state: dict) -> None:
+    def epochal_load_state_dict(self, trainer: TrainerView, state: dict) -> None:
         for entry in self.active(trainer):
             load = getattr(entry.callback, "load_state_dict", None)
             if callable(load) and entry.key in state:
@@ -315,7 +390,7 @@ class BatchCallbackChain:
     @hookimpl
     def epochal_at_batch_end(
         self,
-        trainer: AbstractNetworkTrainer,
+        trainer: TrainerView,
         epoch: int,
         batch_nr: int,
         losses: dict,

@@ -8,7 +8,8 @@ the global plugins plus the callbacks registered on that trainer.
 
 Every hook a plugin implements must be marked with :data:`hookimpl`
 (``from epochal import hookimpl``) and use argument names from the spec; a
-plugin may take any subset of the arguments.
+plugin may take any subset of the arguments. The ``trainer`` the life-cycle hooks
+get is typed :class:`~epochal.loop.callbacks.TrainerView`: what a plugin may use of it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
     import click
 
-    from epochal.loop.trainer import AbstractNetworkTrainer
+    from epochal.loop.callbacks import TrainerView
 
 __all__ = [
     "PROJECT_NAME",
@@ -111,7 +112,7 @@ def epochal_register_commands(cli: click.Group) -> None:
 
 
 @hookspec
-def epochal_setup(trainer: AbstractNetworkTrainer) -> None:
+def epochal_setup(trainer: TrainerView) -> None:
     """The backend has built the network and optimizers (end of ``_setup``).
 
     Use it to attach to the trainer's objects, for example to build an LR
@@ -120,7 +121,7 @@ def epochal_setup(trainer: AbstractNetworkTrainer) -> None:
 
 
 @hookspec
-def epochal_at_training_begin(trainer: AbstractNetworkTrainer) -> None:
+def epochal_at_training_begin(trainer: TrainerView) -> None:
     """``train`` is about to run its first epoch (also after a resume).
 
     ``trainer.start_epoch`` is the first epoch that will run. The return value
@@ -130,7 +131,7 @@ def epochal_at_training_begin(trainer: AbstractNetworkTrainer) -> None:
 
 @hookspec
 def epochal_at_epoch_begin(
-    trainer: AbstractNetworkTrainer,
+    trainer: TrainerView,
     epoch: int,
     num_epochs: int,
     metrics_val: dict[str, float],
@@ -145,7 +146,7 @@ def epochal_at_epoch_begin(
 
 @hookspec
 def epochal_at_batch_end(
-    trainer: AbstractNetworkTrainer,
+    trainer: TrainerView,
     epoch: int,
     batch_nr: int,
     losses: dict[str, Any],
@@ -162,7 +163,7 @@ def epochal_at_batch_end(
 
 @hookspec
 def epochal_at_epoch_end(
-    trainer: AbstractNetworkTrainer,
+    trainer: TrainerView,
     epoch: int,
     num_epochs: int,
     metrics_train: dict[str, float],
@@ -181,7 +182,7 @@ def epochal_at_epoch_end(
 
 
 @hookspec
-def epochal_at_training_end(trainer: AbstractNetworkTrainer) -> None:
+def epochal_at_training_end(trainer: TrainerView) -> None:
     """The last epoch has finished (or training stopped early).
 
     Fires before the backend's ``_at_training_end`` picks the network that
@@ -190,7 +191,7 @@ def epochal_at_training_end(trainer: AbstractNetworkTrainer) -> None:
 
 
 @hookspec
-def epochal_state_dict(trainer: AbstractNetworkTrainer) -> dict[str, Any] | None:
+def epochal_state_dict(trainer: TrainerView) -> dict[str, Any] | None:
     """Contribute to a checkpoint that is about to be written.
 
     Return ``{key: state}`` with a key unique to the plugin and a state made of
@@ -205,7 +206,7 @@ def epochal_state_dict(trainer: AbstractNetworkTrainer) -> dict[str, Any] | None
 
 
 @hookspec
-def epochal_load_state_dict(trainer: AbstractNetworkTrainer, state: dict[str, Any]) -> None:
+def epochal_load_state_dict(trainer: TrainerView, state: dict[str, Any]) -> None:
     """A checkpoint is being restored (``update_state`` / ``_update_state``).
 
     ``state`` is the merged dict that ``epochal_state_dict`` produced; each

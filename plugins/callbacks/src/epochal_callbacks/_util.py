@@ -13,6 +13,7 @@ import stat
 from typing import Any
 
 from epochal.errors import ConfigError
+from epochal.loop.callbacks import TrainerView
 from epochal.runs.files import check_run_file, run_file_error
 
 
@@ -22,7 +23,7 @@ def host_float(value: Any) -> float:
     return float(detach() if callable(detach) else value)
 
 
-def current_lrs(trainer: Any) -> dict[str, float]:
+def current_lrs(trainer: TrainerView) -> dict[str, float]:
     """Learning rate of each of the trainer's optimizers, without importing a framework.
 
     Backends expose ``trainer.optimizers`` (a dict, delira's convention): torch optimizers
@@ -103,7 +104,7 @@ def check_file_name(owner: str, path: str | None, file_name: str) -> None:
 
 def output_path(
     owner: str,
-    trainer: Any,
+    trainer: TrainerView,
     path: str | os.PathLike[str] | None,
     file_name: str | None = None,
     default: str | None = None,

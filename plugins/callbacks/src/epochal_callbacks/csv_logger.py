@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any
 
-from epochal.loop.callbacks import AbstractCallback
+from epochal.loop.callbacks import AbstractCallback, TrainerView
 from epochal.runs.files import atomic_write, open_run_file
 from epochal_callbacks._util import check_file_name, check_path, current_lrs, output_path
 
@@ -44,15 +44,15 @@ class CSVLogger(AbstractCallback):
         """The CSV file, once training has begun."""
         return self._file
 
-    def at_training_begin(self, trainer: Any, **kwargs: Any) -> None:
+    def at_training_begin(self, trainer: TrainerView, **kwargs: Any) -> None:
         self._file = output_path("CSVLogger", trainer, self.path, self.file_name)
 
-    def at_epoch_begin(self, trainer: Any, **kwargs: Any) -> None:
+    def at_epoch_begin(self, trainer: TrainerView, **kwargs: Any) -> None:
         self._epoch_started = time.perf_counter()
 
     def at_epoch_end(
         self,
-        trainer: Any,
+        trainer: TrainerView,
         epoch: int = 0,
         metrics_train: dict | None = None,
         metrics_val: dict | None = None,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from epochal.loop.callbacks import AbstractCallback, check_mode, improved, lookup_metric
+from epochal.loop.callbacks import (
+    AbstractCallback,
+    TrainerView,
+    check_mode,
+    improved,
+    lookup_metric,
+)
 
 _DELIRA_MODES = {"min": "lowest", "max": "highest"}
 
@@ -51,7 +57,7 @@ class EarlyStopping(AbstractCallback):
 
     def at_epoch_end(
         self,
-        trainer: Any,
+        trainer: TrainerView,
         epoch: int = 0,
         metrics_train: dict | None = None,
         metrics_val: dict | None = None,

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from epochal.loop.callbacks import AbstractCallback
+from epochal.loop.callbacks import AbstractCallback, TrainerView
 from epochal.loop.trainer import VAL_PREFIX
 from epochal.runs.files import atomic_write
 from epochal_callbacks._chart import Panel, Series, render_png
@@ -97,12 +97,12 @@ class LearningCurvePlot(AbstractCallback):
         """The PNG, once training has begun."""
         return self._file
 
-    def at_training_begin(self, trainer: Any, **kwargs: Any) -> None:
+    def at_training_begin(self, trainer: TrainerView, **kwargs: Any) -> None:
         self._file = output_path("LearningCurvePlot", trainer, self.path, self.file_name)
 
     def at_epoch_end(
         self,
-        trainer: Any,
+        trainer: TrainerView,
         epoch: int = 0,
         metrics_train: Mapping[str, Any] | None = None,
         metrics_val: Mapping[str, Any] | None = None,

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import IO, Any
 
-from epochal.loop.callbacks import AbstractCallback
+from epochal.loop.callbacks import AbstractCallback, TrainerView
 from epochal_callbacks._util import host_float
 
 __all__ = ["ProgressBar", "format_epoch_line"]
@@ -129,7 +129,7 @@ class ProgressBar(AbstractCallback):
         return self._enabled
 
     def at_epoch_begin(
-        self, trainer: Any, epoch: int = 0, num_epochs: int = 0, **kwargs: Any
+        self, trainer: TrainerView, epoch: int = 0, num_epochs: int = 0, **kwargs: Any
     ) -> None:
         if not self._enabled:
             return
@@ -155,7 +155,7 @@ class ProgressBar(AbstractCallback):
         )
 
     def _at_batch_end(
-        self, trainer: Any, losses: Mapping[str, Any] | None = None, **kwargs: Any
+        self, trainer: TrainerView, losses: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> None:
         bar = self._bar
         if bar is None:
@@ -173,7 +173,7 @@ class ProgressBar(AbstractCallback):
 
     def at_epoch_end(
         self,
-        trainer: Any,
+        trainer: TrainerView,
         epoch: int = 0,
         num_epochs: int = 0,
         metrics_train: Mapping[str, Any] | None = None,
@@ -201,7 +201,7 @@ class ProgressBar(AbstractCallback):
         if callable(flush):
             flush()
 
-    def at_training_end(self, trainer: Any, **kwargs: Any) -> None:
+    def at_training_end(self, trainer: TrainerView, **kwargs: Any) -> None:
         self._close_bar()
 
     def _close_bar(self) -> None:

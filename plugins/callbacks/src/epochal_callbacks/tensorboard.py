@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from epochal.loop.callbacks import AbstractCallback
+from epochal.loop.callbacks import AbstractCallback, TrainerView
 from epochal.runs.files import run_file_error
 from epochal_callbacks._util import check_path, current_lrs, host_float, output_path
 
@@ -158,7 +158,7 @@ class TensorBoardLogger(AbstractCallback):
         """Where the event files go, once training has begun."""
         return self._folder
 
-    def at_training_begin(self, trainer: Any, **kwargs: Any) -> None:
+    def at_training_begin(self, trainer: TrainerView, **kwargs: Any) -> None:
         self.close()
         self._folder = output_path(
             "TensorBoardLogger", trainer, self.log_dir, default="tensorboard"
@@ -188,7 +188,7 @@ class TensorBoardLogger(AbstractCallback):
 
     def _at_batch_end(
         self,
-        trainer: Any,
+        trainer: TrainerView,
         losses: Mapping[str, Any] | None = None,
         metrics: Mapping[str, Any] | None = None,
         **kwargs: Any,
@@ -202,7 +202,7 @@ class TensorBoardLogger(AbstractCallback):
 
     def at_epoch_end(
         self,
-        trainer: Any,
+        trainer: TrainerView,
         epoch: int = 0,
         metrics_train: Mapping[str, Any] | None = None,
         metrics_val: Mapping[str, Any] | None = None,
@@ -227,7 +227,7 @@ class TensorBoardLogger(AbstractCallback):
         if self._batch_writer is not None:
             self._batch_writer.flush()
 
-    def at_training_end(self, trainer: Any, **kwargs: Any) -> None:
+    def at_training_end(self, trainer: TrainerView, **kwargs: Any) -> None:
         self.close()
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import IO, Any
 
-from epochal.loop.callbacks import AbstractCallback
+from epochal.loop.callbacks import AbstractCallback, TrainerView
 
 
 class Timer(AbstractCallback):
@@ -37,13 +37,13 @@ class Timer(AbstractCallback):
         self.history: list[dict[str, float]] = []
         self._epoch_started: float | None = None
 
-    def at_training_begin(self, trainer: Any, **kwargs: Any) -> None:
+    def at_training_begin(self, trainer: TrainerView, **kwargs: Any) -> None:
         trainer.time_data_wait = True
 
-    def at_epoch_begin(self, trainer: Any, **kwargs: Any) -> None:
+    def at_epoch_begin(self, trainer: TrainerView, **kwargs: Any) -> None:
         self._epoch_started = time.perf_counter()
 
-    def at_epoch_end(self, trainer: Any, epoch: int = 0, **kwargs: Any) -> dict[str, float]:
+    def at_epoch_end(self, trainer: TrainerView, epoch: int = 0, **kwargs: Any) -> dict[str, float]:
         started = self._epoch_started if self._epoch_started is not None else time.perf_counter()
         epoch_seconds = time.perf_counter() - started
         train_seconds = float(trainer.state.get("train_seconds", epoch_seconds))

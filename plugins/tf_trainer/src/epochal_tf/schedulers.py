@@ -21,6 +21,7 @@ from typing import Any
 
 from epochal.loop.callbacks import (
     AbstractCallback,
+    TrainerView,
     check_mode,
     improved,
     lookup_metric,
@@ -97,7 +98,7 @@ class EpochRule(AbstractCallback):
 
     # -- hooks (Keras) -------------------------------------------------------------------
 
-    def at_training_begin(self, trainer: Any, **kwargs: Any) -> None:
+    def at_training_begin(self, trainer: TrainerView, **kwargs: Any) -> None:
         """Check the optimizers can be set and read their base rates (unless resumed)."""
         owner = type(self).__name__
         optimizers = select_optimizers(owner, trainer, self.optimizer)
@@ -114,7 +115,7 @@ class EpochRule(AbstractCallback):
         self._state_loaded = False
         return None
 
-    def at_epoch_begin(self, trainer: Any, epoch: int, **kwargs: Any) -> None:
+    def at_epoch_begin(self, trainer: TrainerView, epoch: int, **kwargs: Any) -> None:
         """Assign this epoch's rate to each scheduled optimizer."""
         for name, optimizer in self._optimizers.items():
             optimizer.learning_rate = self.lr_at(epoch, self.base_lrs[name])
@@ -122,7 +123,7 @@ class EpochRule(AbstractCallback):
 
     def at_epoch_end(
         self,
-        trainer: Any,
+        trainer: TrainerView,
         epoch: int,
         metrics_train: Mapping[str, Any] | None = None,
         metrics_val: Mapping[str, Any] | None = None,

@@ -22,6 +22,7 @@ from typing import Any
 from epochal.job.trust import import_checked
 from epochal.loop.callbacks import (
     AbstractCallback,
+    TrainerView,
     lookup_metric,
     same_optimizers,
     select_optimizers,
@@ -162,7 +163,7 @@ class TorchLRScheduler(AbstractCallback):
 
     # -- life cycle ------------------------------------------------------------------
 
-    def at_training_begin(self, trainer: Any, **kwargs: Any) -> None:
+    def at_training_begin(self, trainer: TrainerView, **kwargs: Any) -> None:
         """Build the schedulers (unless already built on these optimizers), then restore state."""
         optimizers = select_optimizers("TorchLRScheduler", trainer, self.optimizer)
         # On the same optimizers (a second train() call) the schedule continues.
@@ -194,14 +195,14 @@ class TorchLRScheduler(AbstractCallback):
         self._check_plateau_use(isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau))
         return scheduler
 
-    def _step_batch(self, trainer: Any, **kwargs: Any) -> None:
+    def _step_batch(self, trainer: TrainerView, **kwargs: Any) -> None:
         # Hot path: one Python call per scheduler, no tensor read, so no host sync.
         for step in self._step_fns:
             step()
 
     def at_epoch_end(
         self,
-        trainer: Any,
+        trainer: TrainerView,
         metrics_train: Mapping[str, Any] | None = None,
         metrics_val: Mapping[str, Any] | None = None,
         **kwargs: Any,
