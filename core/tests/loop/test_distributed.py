@@ -1,7 +1,7 @@
-"""The core's side of distributed training: launch variables, sharded data, what a rank other
-than 0 does (trains its share, writes nothing), and the collective operations written once on
-a sum over processes (two real processes joined by a pipe). The frameworks' multi-process runs
-are in tests/distributed/ and the backends' tests."""
+"""The core's side of distributed training: sharded data, what a rank other than 0 does
+(trains its share, writes nothing), and the collective operations written once on a sum over
+processes (two real processes joined by a pipe). The frameworks' multi-process runs are in
+tests/distributed/ and the backends' tests."""
 
 from __future__ import annotations
 
@@ -17,45 +17,12 @@ from epochal import AbstractCallback
 from epochal.data import DataManager, RandomSampler, SequentialSampler
 from epochal.data.datasets import ArrayDataset
 from epochal.data.samplers import ShardedSampler
-from epochal.errors import ConfigError, DataError, DistributedError, LaunchError
-from epochal.loop.distributed import (
-    Collective,
-    is_main_process,
-    launch_env,
-    process_role,
-)
+from epochal.errors import DataError, DistributedError
+from epochal.loop.distributed import Collective, is_main_process, process_role
 
 
 def indexed(n: int) -> ArrayDataset:
     return ArrayDataset(data=np.arange(n, dtype=np.float32)[:, None], label=np.arange(n))
-
-
-# -- launch variables ----------------------------------------------------------------------
-
-
-def test_no_launcher_means_one_process():
-    assert launch_env({}) is None
-    assert launch_env({"WORLD_SIZE": "1", "RANK": "0"}) is None
-
-
-def test_torchrun_variables_are_read():
-    env = launch_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
-    assert (env.rank, env.world_size, env.local_rank, env.local_world_size) == (3, 4, 1, 2)
-
-
-@pytest.mark.parametrize(
-    ("environ", "message"),
-    [
-        ({"RANK": "1"}, "WORLD_SIZE is not set although RANK or WORLD_SIZE is: start"),
-        ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 and WORLD_SIZE=2 do not fit"),
-        ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK='x' is not an integer"),
-        ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "2"}, "LOCAL"),
-    ],
-)
-def test_inconsistent_launch_variables_are_a_config_error(environ, message):
-    with pytest.raises(LaunchError, match=message) as info:
-        launch_env(environ)
-    assert isinstance(info.value, ConfigError)  # the CLI exits 2: bad input
 
 
 # -- sharded data --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Training in several processes: what the core needs to know, without any framework.
 
-epochal does not launch or coordinate processes itself; engines do (``torchrun``,
-``tf.distribute``). A backend that trains in several processes hands the core a
+epochal does not launch or coordinate processes itself; the frameworks' launchers and
+engines do. A backend that trains in several processes hands the core a
 :class:`Collective`: this process's rank, how many there are, and two primitives, a sum over
 the processes and telling a lost peer from any other error. The few collective operations the
 loop needs (global means of epoch metrics, agreeing to stop, broadcasting the run folder, a
@@ -18,20 +18,16 @@ import os
 import pickle
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from epochal.errors import DistributedError, LaunchError
+from epochal.errors import DistributedError
 
-__all__ = ["Collective", "LaunchEnv", "collective_op", "launch_env"]
+__all__ = ["Collective", "collective_op", "is_main_process", "process_role"]
 
 T = TypeVar("T")
 
 #: The stops a rank can pass on to the others by name (the signals the CLI handles).
 STOP_REASONS = ("SIGTERM", "SIGINT")
-
-#: torchrun's variables; ``RANK`` and ``WORLD_SIZE`` decide, the rest default sensibly.
-LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
 
 def collective_op(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -53,7 +49,7 @@ def collective_op(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
 class Collective:
     """The processes of one training run, as the core loop sees them (here: just this one).
 
-    A backend subclasses it (``epochal_torch.distributed.TorchCollective``) and implements two
+    A backend subclasses it (next to its code that joins the processes) and implements two
     primitives: :meth:`all_sum` (a sum over the processes) and :meth:`is_peer_failure` (whether
     an exception means another process is gone). Every operation the loop uses (:meth:`mean`,
     :meth:`any`, :meth:`broadcast`, :meth:`barrier`, :meth:`agree_stop`) is written here once
@@ -190,60 +186,11 @@ class Collective:
         return f"{type(self).__name__}(rank={self.rank}, world_size={self.world_size})"
 
 
-@dataclass(frozen=True)
-class LaunchEnv:
-    """Where a launcher (``torchrun``, SLURM through torchrun) put this process."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    local_world_size: int
-
-
-def _int_variable(environ: Mapping[str, str], name: str, default: int | None) -> int:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        if default is None:
-            raise LaunchError(
-                f"{name} is not set although RANK or WORLD_SIZE is: start the processes with "
-                "`torchrun --nproc-per-node N -m epochal train CONFIG`, which sets RANK, "
-                "WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT"
-            )
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise LaunchError(f"{name}={raw!r} is not an integer") from None
-
-
-def launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv | None:
-    """The launch environment torchrun sets, or ``None`` for a single process (neither
-    ``RANK`` nor ``WORLD_SIZE`` set, or ``WORLD_SIZE=1``). Inconsistent values are a
-    :class:`~epochal.errors.LaunchError` that names the variable."""
-    environ = os.environ if environ is None else environ
-    if not any(environ.get(name) for name in ("RANK", "WORLD_SIZE")):
-        return None
-    world_size = _int_variable(environ, "WORLD_SIZE", None)
-    rank = _int_variable(environ, "RANK", None)
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise LaunchError(
-            f"RANK={rank} and WORLD_SIZE={world_size} do not fit: need 0 <= RANK < WORLD_SIZE"
-        )
-    if world_size == 1:
-        return None
-    local_rank = _int_variable(environ, "LOCAL_RANK", rank)
-    local_world_size = _int_variable(environ, "LOCAL_WORLD_SIZE", world_size)
-    if not 0 <= local_rank < local_world_size:
-        raise LaunchError(
-            f"LOCAL_RANK={local_rank} and LOCAL_WORLD_SIZE={local_world_size} do not fit"
-        )
-    return LaunchEnv(rank, world_size, local_rank, local_world_size)
-
-
 def process_role(environ: Mapping[str, str] | None = None) -> tuple[str, int] | None:
-    """Where a launcher put this process, from its variables alone: ``("rank", n)`` under
-    torchrun, ``("worker", n)`` under ``TF_CONFIG`` (its chief counts as worker 0), ``None``
-    for a process on its own. For what the CLI prints before a trainer exists."""
+    """Where a launcher put this process, from its variables alone: ``("rank", n)`` where
+    ``RANK`` and ``WORLD_SIZE`` are set, ``("worker", n)`` under ``TF_CONFIG`` (its chief
+    counts as worker 0), ``None`` for a process on its own. For what the CLI prints before a
+    trainer exists."""
     environ = os.environ if environ is None else environ
     if environ.get("WORLD_SIZE", "1") not in ("", "1") and environ.get("RANK"):
         return ("rank", int(environ["RANK"])) if environ["RANK"].isdigit() else None

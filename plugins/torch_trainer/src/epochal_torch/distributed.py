@@ -18,7 +18,8 @@ import torch
 import torch.distributed as dist
 
 from epochal.errors import DistributedError, LaunchError
-from epochal.loop.distributed import Collective, LaunchEnv, launch_env
+from epochal.loop.distributed import Collective
+from epochal_torch.launch import LaunchEnv, launch_env
 
 __all__ = ["DIST_BACKENDS", "TorchCollective", "device_for_rank", "join_processes"]
 

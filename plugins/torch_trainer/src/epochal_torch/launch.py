@@ -1,8 +1,9 @@
-"""``epochal train --nproc N``: torchrun's launcher, started from the command itself.
+"""torchrun's side of a launch: where it put this process (its variables), and
+``epochal train --nproc N``, its launcher started from the command itself.
 
-The same as ``torchrun --standalone --nproc-per-node N -m epochal train ...`` (one machine, a
-free port), with torchrun's own log lines and its launcher traceback replaced by one line
-that names the first rank that failed; each rank's own error is printed above it.
+``--nproc N`` is the same as ``torchrun --standalone --nproc-per-node N -m epochal train ...``
+(one machine, a free port), with torchrun's own log lines and its launcher traceback replaced
+by one line that names the first rank that failed; each rank's own error is printed above it.
 """
 
 from __future__ import annotations
@@ -11,11 +12,62 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from epochal.errors import DistributedError
+from epochal.errors import DistributedError, LaunchError
 
-__all__ = ["launch_processes"]
+__all__ = ["LaunchEnv", "launch_env", "launch_processes"]
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    """Where a launcher (``torchrun``, SLURM through torchrun) put this process."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+
+
+def _int_variable(environ: Mapping[str, str], name: str, default: int | None) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise LaunchError(
+                f"{name} is not set although RANK or WORLD_SIZE is: start the processes with "
+                "`torchrun --nproc-per-node N -m epochal train CONFIG`, which sets RANK, "
+                "WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT"
+            )
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise LaunchError(f"{name}={raw!r} is not an integer") from None
+
+
+def launch_env(environ: Mapping[str, str] | None = None) -> LaunchEnv | None:
+    """The launch environment torchrun sets, or ``None`` for a single process (neither
+    ``RANK`` nor ``WORLD_SIZE`` set, or ``WORLD_SIZE=1``). Inconsistent values are a
+    :class:`~epochal.errors.LaunchError` that names the variable."""
+    environ = os.environ if environ is None else environ
+    if not any(environ.get(name) for name in ("RANK", "WORLD_SIZE")):
+        return None
+    world_size = _int_variable(environ, "WORLD_SIZE", None)
+    rank = _int_variable(environ, "RANK", None)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise LaunchError(
+            f"RANK={rank} and WORLD_SIZE={world_size} do not fit: need 0 <= RANK < WORLD_SIZE"
+        )
+    if world_size == 1:
+        return None
+    local_rank = _int_variable(environ, "LOCAL_RANK", rank)
+    local_world_size = _int_variable(environ, "LOCAL_WORLD_SIZE", world_size)
+    if not 0 <= local_rank < local_world_size:
+        raise LaunchError(
+            f"LOCAL_RANK={local_rank} and LOCAL_WORLD_SIZE={local_world_size} do not fit"
+        )
+    return LaunchEnv(rank, world_size, local_rank, local_world_size)
 
 
 def launch_processes(nproc: int, argv: Sequence[str]) -> int:
