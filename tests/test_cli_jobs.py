@@ -216,7 +216,11 @@ def test_default_backend_is_tf_when_only_tf_is_installed(tmp_path):
     assert 'backend = "tf"' in printed.stdout
     none = epochal("train", cwd=tmp_path, env=_without("torch", "tf", "numpy"))
     assert none.returncode == 2
-    assert "no backend is installed: pip install epochal-torch" in none.stderr
+    # installed but turned off: the message names them (the core names no backend itself)
+    assert "no backend is installed: pip install an epochal backend" in none.stderr
+    assert "installed but not loaded: epochal-numpy-example, epochal-tf, epochal-torch" in (
+        none.stderr
+    )
 
 
 def test_a_backend_whose_framework_is_missing_says_what_to_install(tmp_path, fake_distribution):

@@ -68,7 +68,7 @@ def _phase(debug: bool, exit_code: int) -> Iterator[None]:
 
 
 def _me() -> str:
-    """``epochal``, with the rank (torchrun) or worker (TF_CONFIG) in a distributed run."""
+    """``epochal``, with the process's role and number in a distributed run."""
     role = process_role()
     return f"epochal[{role[0]} {role[1]}]" if role else "epochal"
 
@@ -97,7 +97,7 @@ def _launched(experiment: Any, nproc: int | None) -> None:
 
 def _processes_hint(processes: Any = None) -> str:
     """What to add to ``epochal resume`` to continue in as many processes: ``--nproc N``
-    under torchrun; TF workers are started by the user, each resumes with its TF_CONFIG."""
+    under a launcher; workers the user started resume each with its own settings."""
     role = process_role()
     if role and role[0] == "worker":
         return "  (on every worker, each with its TF_CONFIG)"
@@ -133,21 +133,38 @@ def _report(experiment: Any, next_steps: bool = True) -> None:
         click.echo("next:")
         click.echo(f"  epochal predict {run_dir} --data {dataset} --out predictions.csv")
         click.echo(f"  epochal resume {run_dir} --epochs {more}{nproc}    # on to {more} epochs")
-        if (experiment.config or {}).get("callbacks", {}).get("tensorboard", False) is not False:
-            click.echo(f"  tensorboard --logdir {run_dir}")
+        for step in _callback_next_steps(experiment):
+            click.echo(f"  {step.format(run_dir=run_dir)}")
+
+
+def _callback_next_steps(experiment: Any) -> list[str]:
+    """What the job's callbacks suggest after a run (their class's ``next_steps``, with
+    ``{run_dir}`` for the run folder), in the config's order."""
+    from epochal.plugins.registry import callbacks
+
+    registry = callbacks()
+    steps: list[str] = []
+    for name, params in ((experiment.config or {}).get("callbacks") or {}).items():
+        if params is False or name not in registry:
+            continue
+        try:
+            steps += [str(step) for step in getattr(registry.get(name), "next_steps", ()) or ()]
+        except ImportError:
+            continue  # it trained, so it imports; a hint is never worth a failure
+    return steps
 
 
 def _nproc_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--nproc",
         type=click.IntRange(min=1),
-        help="Train in N processes on this machine (torch: runs torchrun; docs/distributed.md).",
+        help="Train in N processes on this machine (the backend's launcher; docs/distributed.md).",
     )(command)
 
 
 def _config_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--backend", help="Backend to train with (torch, tf, a plugin's)."),
+        click.option("--backend", help="Backend to train with (`epochal plugins` lists them)."),
         click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs."),
         click.option(
             "--set",

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import copy
 import difflib
-import tomllib
 from collections.abc import Mapping
 from typing import Any
 
 from epochal.errors import ConfigError, UnknownNameError
 from epochal.job.components import check_kwargs
-from epochal.job.config import default_text
 
 __all__ = [
     "build_callbacks",
@@ -25,10 +23,11 @@ __all__ = [
 
 def experiment_from_config(config: dict[str, Any]) -> Any:
     """The :class:`~epochal.runs.experiment.Experiment` a checked config describes."""
+    from epochal.job.backends import backend_trainer
     from epochal.job.components import resolve_component
+    from epochal.job.config import check_trainer_keys
     from epochal.job.params import Parameters
     from epochal.runs.experiment import Experiment
-    from epochal.runs.folder import backend_trainer
 
     settings = config["experiment"]
     params = Parameters(
@@ -39,6 +38,7 @@ def experiment_from_config(config: dict[str, Any]) -> Any:
         trainer_cls = backend_trainer(settings["backend"])
     except ConfigError as exc:
         raise ConfigError(f"experiment.backend: {exc}") from None
+    check_trainer_keys(config, trainer_cls)
     trusted = tuple(settings.get("trusted_modules") or ())
     model = resolve_component(trainer_cls, "models", settings["model"], "experiment.model", trusted)
     _check_val_score_key(config)
@@ -154,16 +154,19 @@ def build_callbacks(
     val_score_key: str | None,
     n_batches: int | None = None,
 ) -> list[object]:
-    """The ``[callbacks]`` table's callbacks; ``early_stopping`` follows the score by default."""
+    """The ``[callbacks]`` table's callbacks. A callback class may ask for what the job knows
+    (its ``job_params``, :func:`_job_params`): a callback that follows the validation score
+    follows the job's by default, a progress display knows the batches of an epoch."""
     from epochal.plugins.registry import callbacks
 
     registry = callbacks()
     built = []
     for name, params in config["callbacks"].items():
         if params is False:
-            # Turned off: the name must still exist (a typo would leave the callback on), but
-            # the default job's callbacks may be turned off where their plugin is missing.
-            if name not in registry and name not in _default_callbacks():
+            # Turned off: a typo of a callback would leave that one on, so a name close to a
+            # registered one must be one; any other name (a callback whose plugin is missing
+            # here, e.g. one of the default job's) runs nowhere, and turning it off is kept.
+            if name not in registry and difflib.get_close_matches(name, registry.names(), n=1):
                 try:
                     registry.entry(name)
                 except UnknownNameError as exc:
@@ -174,17 +177,49 @@ def build_callbacks(
             cls = registry.get(name)
         except UnknownNameError as exc:
             raise ConfigError(f"callbacks.{name}: {exc}") from None
-        if name == "early_stopping" and val_score_key and "monitor" not in params:
-            params.setdefault("monitor", "val_" + val_score_key.removeprefix("val_"))
-            params.setdefault("mode", val_score_mode)
-        if name == "progress_bar" and n_batches and "n_batches" not in params:
-            params["n_batches"] = n_batches
+        job = {
+            "val_score_key": "val_" + val_score_key.removeprefix("val_") if val_score_key else None,
+            "val_score_mode": val_score_mode,
+            "n_batches": n_batches or None,
+        }
+        params = _job_params(cls, params, job)
         check_kwargs(cls, params, f"callbacks.{name}")
         try:
             built.append(cls(**params))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"callbacks.{name}: {exc}") from None
     return built
+
+
+#: What the job tells a callback that asks (its class's ``job_params``: parameter -> one of these).
+JOB_VALUES = ("val_score_key", "val_score_mode", "n_batches")
+
+
+def _job_params(cls: Any, params: dict[str, Any], job: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with the job's values filled in where the callback class asks for them
+    (``job_params = {"monitor": "val_score_key", "mode": "val_score_mode"}``) and the config
+    leaves them out. The score's mode goes only with the score: a callback the config points
+    at another key keeps its own mode."""
+    asked = getattr(cls, "job_params", None) or {}
+    filled = dict(params)
+    given = set(params)
+    for parameter, value_name in asked.items():
+        if value_name not in JOB_VALUES:
+            raise ConfigError(
+                f"{getattr(cls, '__name__', cls)}.job_params: {parameter!r} asks for "
+                f"{value_name!r}; a job knows {', '.join(JOB_VALUES)}"
+            )
+        value = job.get(value_name)
+        if parameter in given or value is None:
+            continue
+        if value_name == "val_score_mode" and any(
+            asked.get(p) == "val_score_key" and p in given for p in asked
+        ):
+            continue  # the config monitors a key of its own choice: not the job's mode
+        if value_name == "val_score_mode" and job.get("val_score_key") is None:
+            continue
+        filled[parameter] = value
+    return filled
 
 
 def _check_val_score_key(config: Mapping[str, Any]) -> None:
@@ -208,10 +243,6 @@ def _check_val_score_key(config: Mapping[str, Any]) -> None:
         f"computes {', '.join(sorted(names))} (training.losses and training.metrics), and "
         "validation reports each with the prefix 'val_'"
     )
-
-
-def _default_callbacks() -> set[str]:
-    return set(tomllib.loads(default_text()).get("callbacks", {}))
 
 
 def _tomlable(value: Any) -> Any:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from epochal.errors import ConfigError
+from epochal.job.keys import toml_type_name
 from epochal.job.trust import import_checked
 from epochal.plugins.registry import resolve_path
 
@@ -85,7 +86,6 @@ _ANNOTATION_TYPES: dict[str, tuple[type, ...]] = {
 }
 #: Types a TOML value can never be: an annotation alternative of these does not widen the check.
 _NOT_FROM_TOML = {"None", "NoneType", "Tensor", "IO", "PathLike", "Callable", "type", "ndarray"}
-_TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "table"}
 
 
 def _split_top(text: str, separator: str) -> list[str]:
@@ -124,13 +124,6 @@ def _expected(annotation: str) -> list[tuple[str, str | None]] | None:
         else:
             return None  # Any, a class, a type alias: the callee decides
     return alternatives
-
-
-def toml_type_name(value: Any) -> str:
-    """What a config value is, in TOML's words: ``integer``, ``number``, ``list``, ``table``..."""
-    if isinstance(value, (list, tuple)):
-        return "list"
-    return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
 def _fits(value: Any, head: str, element: str | None) -> bool:

@@ -17,7 +17,8 @@ from importlib import resources
 from typing import Any
 
 from epochal.errors import ConfigError
-from epochal.job.components import toml_type_name
+from epochal.job.backends import default_backend, default_job, trainer_config_keys
+from epochal.job.keys import check_type
 from epochal.job.limits import MAX_DEPTH, check_seed
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "SCHEMA",
     "apply_override",
     "check_config",
+    "check_trainer_keys",
     "default_text",
     "load_config",
 ]
@@ -32,7 +34,9 @@ __all__ = [
 DEFAULT_CONFIG = "default.toml"
 
 _INT, _FLOAT, _STR, _BOOL, _TABLE, _LIST = "integer", "number", "string", "boolean", "table", "list"
-#: table -> key -> expected type; ``None`` for a free-form table.
+#: table -> key -> expected type; ``None`` for a free-form table. The ``training`` table takes
+#: the trainer's arguments too: the keys its backend declares (``config_keys``,
+#: :func:`check_trainer_keys`) and any other its signature takes (:mod:`epochal.job.trainer_args`).
 SCHEMA: dict[str, dict[str, str] | None] = {
     "experiment": {
         "name": _STR,
@@ -63,11 +67,6 @@ SCHEMA: dict[str, dict[str, str] | None] = {
         "optimizer_params": _TABLE,
         "losses": _TABLE,
         "metrics": _TABLE,
-        "lr_scheduler_cls": _STR,
-        "lr_scheduler_params": _TABLE,
-        "mixed_precision": _BOOL,
-        "mixed_precision_kwargs": _TABLE,
-        "gpu_ids": _LIST,
     },
     "variable": {"model": _TABLE, "training": _TABLE},
     "callbacks": None,
@@ -75,7 +74,7 @@ SCHEMA: dict[str, dict[str, str] | None] = {
 #: Keys every config must end up with (after the defaults below are filled in).
 REQUIRED = {"experiment": ("model",), "data": ("dataset",), "training": ("num_epochs",)}
 DEFAULTS = {
-    "experiment": {"backend": "torch", "seed": 0, "checkpoint_freq": 1},
+    "experiment": {"seed": 0, "checkpoint_freq": 1},  # backend: the default job's, if installed
     "data": {
         "val_split": 0.2,
         "stratify": True,
@@ -95,19 +94,6 @@ POSITIVE = {
 
 def default_text() -> str:
     return resources.files("epochal.configs").joinpath(DEFAULT_CONFIG).read_text()
-
-
-def default_backend() -> str:
-    """``torch`` if installed, else ``tf``, else whatever backend is there."""
-    from epochal.plugins.registry import trainers
-
-    names = trainers().names()
-    for preferred in ("torch", "tf"):
-        if preferred in names:
-            return preferred
-    if not names:
-        raise ConfigError("no backend is installed: pip install epochal-torch (or epochal-tf)")
-    return names[0]
 
 
 def parse_toml(text: str, origin: str) -> dict[str, Any]:
@@ -173,7 +159,7 @@ def load_config(config: Any = None, overrides: Iterable[str] = ()) -> dict[str, 
     for override in overrides:  # a malformed --set is named before the file is read
         _split_override(override)
     if config is None:
-        loaded = parse_toml(default_text(), "the default config")
+        loaded = default_job()
         loaded["experiment"]["backend"] = default_backend()
     elif isinstance(config, Mapping):
         _check_values(config, "", 0)  # before deepcopy, which recursion would end
@@ -260,14 +246,6 @@ def _check_values(node: Any, key: str, depth: int) -> None:
             _check_values(value, f"{key}[{index}]", depth + 1)
 
 
-def _check_type(key: str, value: Any, expected: str) -> None:
-    actual = toml_type_name(value)
-    if actual == expected or (expected == _FLOAT and actual == _INT):
-        return
-    article = "an" if expected[0] in "aeiou" else "a"
-    raise ConfigError(f"{key} must be {article} {expected}, got {actual} {value!r}")
-
-
 def _unknown(key: str, name: str, allowed: Iterable[str]) -> ConfigError:
     allowed = sorted(allowed)
     close = difflib.get_close_matches(name, allowed, n=1)
@@ -307,6 +285,8 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     for table, defaults in DEFAULTS.items():
         for key, value in defaults.items():
             config.setdefault(table, {}).setdefault(key, value)
+    if "backend" not in config["experiment"]:
+        config["experiment"]["backend"] = default_backend()
     for table in SCHEMA:
         config.setdefault(table, {})
     for table, keys in SCHEMA.items():
@@ -317,7 +297,7 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
                 if table == "training":
                     continue  # a trainer argument: checked against the trainer's signature
                 raise _unknown(f"{table}.{key}", key, keys)
-            _check_type(f"{table}.{key}", value, keys[key])
+            check_type(f"{table}.{key}", value, keys[key])
     for table, keys in REQUIRED.items():
         for key in keys:
             if key not in config[table]:
@@ -335,18 +315,6 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     mode = config["experiment"].get("val_score_mode")
     if mode is not None and mode not in ("highest", "lowest"):
         raise ConfigError(f"experiment.val_score_mode must be 'highest' or 'lowest', got {mode!r}")
-    training = config["training"]
-    if training.get("lr_scheduler_params") and not training.get("lr_scheduler_cls"):
-        raise ConfigError(
-            "training.lr_scheduler_params is set but training.lr_scheduler_cls is not: name the "
-            "scheduler, e.g. lr_scheduler_cls = 'StepLR', or drop the parameters"
-        )
-    gpu_ids = training.get("gpu_ids", [])
-    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in gpu_ids):
-        raise ConfigError(
-            f"training.gpu_ids must be a list of CUDA device numbers (integers >= 0; [] for the "
-            f"CPU), got {gpu_ids!r}"
-        )
     _check_trusted_modules(config["experiment"].get("trusted_modules", []))
     for name, params in config["callbacks"].items():
         if not isinstance(params, (dict, bool)):
@@ -355,3 +323,12 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
                 f"got {params!r}"
             )
     return config
+
+
+def check_trainer_keys(config: Mapping[str, Any], trainer_cls: type) -> None:
+    """The ``training.`` keys the backend declares (its trainer's ``config_keys``): types,
+    ranges and the keys they need, each error naming its key."""
+    training = config.get("training") or {}
+    for name, declared in trainer_config_keys(trainer_cls).items():
+        if name in training:
+            declared.check(f"training.{name}", training[name], training)

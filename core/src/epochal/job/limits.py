@@ -3,8 +3,8 @@
 One rule each, used wherever the value comes in (a config, the CLI, the Python API):
 
 * :func:`check_seed`: a seed is an integer in ``0 .. 2**32 - 1``, what every consumer takes
-  (``numpy.random.seed``, scikit-learn's ``random_state``, Keras' ``set_random_seed``);
-  ``torch.manual_seed`` takes more, but one seed feeds them all.
+  (``numpy.random.seed``, scikit-learn's ``random_state``, a framework's seeding call);
+  some frameworks take more, but one seed feeds them all.
 * :func:`check_output_dir`: a run folder (``experiment.save_path``, ``--run-dir``) must be
   creatable, so that the check comes before the data are built and a run folder is made.
 * :func:`layer_sizes` and :func:`check_parameter_count`: the ready-made models refuse a layer

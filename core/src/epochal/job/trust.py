@@ -5,12 +5,13 @@ registry name or by ``"module:attr"`` path. Such a path is checked before anythi
 called, by the rule of the slot it fills (the model, a loss, a transform, ...):
 
 - **a class of the slot's kind** is accepted from any installed package: a model must subclass
-  the backend's network type (``torch.nn.Module``, ``keras.Model``), an optimizer its optimizer
+  the backend's network type (its framework's module or model class), an optimizer its optimizer
   type, a transform batchgenerators' ``AbstractTransform``, ... (the backend's
   ``component_bases(kind)`` says which; where it names none, a class of a *declared* module);
 - **a loss or metric function** (called with the outputs and labels only, never with arguments
   from the config) from a *declared* module: epochal's own (``epochal*``), the backend's
-  ``function_modules`` (``torch.nn.functional``), or the package of an installed epochal plugin;
+  ``function_modules`` (its framework's functional module), or the package of an installed
+  epochal plugin;
 - **anything else** (a model factory, a scheduler function: callables the config passes its own
   arguments to) only from a module the job lists itself in ``[experiment] trusted_modules``.
 
@@ -97,7 +98,7 @@ def _article(word: str) -> str:
 
 
 def _public_name(cls: type) -> str:
-    """``torch.nn.Module`` rather than ``torch.nn.modules.module.Module``: the shortest module
+    """``pkg.nn.Module`` rather than ``pkg.nn.modules.module.Module``: the shortest module
     path that exports the class under its name."""
     parts = cls.__module__.split(".")
     for end in range(1, len(parts) + 1):

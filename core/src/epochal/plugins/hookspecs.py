@@ -35,6 +35,7 @@ __all__ = [
     "epochal_register_callbacks",
     "epochal_register_commands",
     "epochal_register_datasets",
+    "epochal_register_default_job",
     "epochal_register_samplers",
     "epochal_register_trainers",
     "epochal_setup",
@@ -105,6 +106,20 @@ def epochal_register_commands(cli: click.Group) -> None:
     commands (not at import). Use ``@cli.command()`` or ``cli.add_command``.
     A plugin that raises here is reported by ``epochal plugins``; the other
     commands keep working. The return value is ignored.
+    """
+
+
+@hookspec
+def epochal_register_default_job(job: dict[str, Any]) -> None:
+    """Add what this plugin gives to the default job (``epochal train`` without a config).
+
+    Fires whenever the default job is built (and when a config leaves
+    ``experiment.backend`` out). ``job`` is the core's default config, a dict of
+    TOML tables; add with ``setdefault`` so that an earlier plugin's choice
+    stands: a backend offers itself with
+    ``job["experiment"].setdefault("backend", name)`` (mark the implementation
+    ``tryfirst`` to be preferred), a callbacks plugin adds its callbacks to
+    ``job["callbacks"]``. The return value is ignored.
     """
 
 

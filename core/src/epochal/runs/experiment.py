@@ -1,6 +1,6 @@
 """``Experiment``: delira's experiment, framework-neutral: run, resume, test and k-fold.
 
-The backend's trainer comes from the registry by name (``backend="torch"``); models, losses,
+The backend's trainer comes from the registry by name (``backend="<name>"``); models, losses,
 metrics and optimizers may be given as objects or by name (:mod:`epochal.job.components`). Each
 run gets its own folder: ``config.toml``, checkpoints, ``metrics.csv``, TensorBoard events,
 ``curves.png`` (with epochal-callbacks) and ``summary.json``.
@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from epochal.errors import ConfigError, EpochalError
+from epochal.job.backends import backend_name, backend_trainer, default_backend
 from epochal.job.components import (
     check_kwargs,
     resolve_component,
@@ -34,7 +35,6 @@ from epochal.runs.files import atomic_write, remove_stale_temp_files
 from epochal.runs.folder import (
     RunRecorder,
     RunResult,
-    backend_trainer,
     new_run_dir,
     own_run_dir,
     read_summary,
@@ -64,7 +64,8 @@ class Experiment:
         optim_builder: ``optim_fn`` for the trainer (default: the backend's).
         checkpoint_freq: write ``checkpoint_epoch_<n>`` every this many epochs.
         trainer_cls: the trainer class (default: the one registered as ``backend``).
-        backend: the registered backend name (``"torch"``, ``"tf"``, a plugin's).
+        backend: the registered backend name (default: the default job's backend when it is
+            installed, else another installed one: :func:`epochal.job.backends.default_backend`).
         **kwargs: trainer keyword arguments (``gpu_ids``, ``mixed_precision``,
             ``callbacks``, ...), plus ``seed``, ``val_score_mode`` and ``trusted_modules``
             (modules whose functions ``"module:attr"`` strings may name: :mod:`epochal.job.trust`).
@@ -82,7 +83,7 @@ class Experiment:
         optim_builder: Callable[..., Any] | None = None,
         checkpoint_freq: int = 1,
         trainer_cls: type | None = None,
-        backend: str = "torch",
+        backend: str | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(params, (str, os.PathLike)):
@@ -90,6 +91,9 @@ class Experiment:
         elif not isinstance(params, Parameters):
             params = Parameters.from_dict(params)
         self.params = params
+        if backend is None:
+            backend = backend_name(trainer_cls) if trainer_cls is not None else None
+            backend = backend or default_backend()
         self.backend = backend
         self.trainer_cls = trainer_cls if trainer_cls is not None else backend_trainer(backend)
         #: Modules whose functions a ``"module:attr"`` string may name (:mod:`epochal.job.trust`).
@@ -164,7 +168,7 @@ class Experiment:
         except (TypeError, ValueError, OverflowError, RuntimeError, MemoryError) as exc:
             if isinstance(exc, EpochalError):
                 raise
-            # The model refused its arguments (hidden = [-1]; a size torch cannot allocate):
+            # The model refused its arguments (hidden = [-1]; a size it cannot allocate):
             # the config's [model] table, named, and not a failed training (exit 2, not 1).
             named = [key for key in model_kwargs if re.search(rf"\b{re.escape(key)}\b", str(exc))]
             where = ", ".join(f"model.{key}" for key in named) or "model"
@@ -267,7 +271,7 @@ class Experiment:
     @contextlib.contextmanager
     def _processes(self, params: Parameters | None, kwargs: Mapping[str, Any]) -> Any:
         """The processes this run trains in, joined for its duration (a launcher such as
-        torchrun started them; one process otherwise)."""
+        the backend's launcher started them; one process otherwise)."""
         trainer_kwargs = {**self.trainer_kwargs(params), **kwargs}
         try:
             collective = self.trainer_cls.distributed_collective(**trainer_kwargs)

@@ -6,6 +6,8 @@ registers ``torch_lr_scheduler``, epochal-tf the ``tf_*`` rules): this package n
 
 from __future__ import annotations
 
+from typing import Any
+
 from epochal import hookimpl
 from epochal.plugins.hookspecs import Register
 
@@ -24,3 +26,19 @@ CALLBACKS = {
 def epochal_register_callbacks(register: Register) -> None:
     for name, target in CALLBACKS.items():
         register(name, target)
+
+
+#: The callbacks of the default job (``epochal train`` without a config), with their parameters.
+DEFAULT_JOB_CALLBACKS: dict[str, dict[str, Any]] = {
+    "progress_bar": {"lines": True},
+    "csv_logger": {},  # metrics.csv
+    "tensorboard": {},  # tensorboard --logdir <run folder>
+    "learning_curves": {},  # curves.png
+}
+
+
+@hookimpl
+def epochal_register_default_job(job: dict[str, Any]) -> None:
+    callbacks = job.setdefault("callbacks", {})
+    for name, params in DEFAULT_JOB_CALLBACKS.items():
+        callbacks.setdefault(name, dict(params))

@@ -93,6 +93,8 @@ class ProgressBar(AbstractCallback):
     """
 
     main_process_only = True  # distributed training: rank 0 writes, the others train
+    #: Left out of a config, ``n_batches`` is the job's batches per epoch (in this process).
+    job_params = {"n_batches": "n_batches"}
 
     def __init__(
         self,

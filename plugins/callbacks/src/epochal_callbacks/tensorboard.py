@@ -132,6 +132,8 @@ class TensorBoardLogger(AbstractCallback):
     """
 
     main_process_only = True  # distributed training: rank 0 writes, the others train
+    #: What ``epochal train`` suggests after a run that logged with this callback.
+    next_steps = ("tensorboard --logdir {run_dir}",)
 
     def __init__(
         self, log_dir: str | os.PathLike[str] | None = None, per_batch: bool | int = False

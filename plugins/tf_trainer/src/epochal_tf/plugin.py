@@ -3,6 +3,8 @@ registered by name without importing TensorFlow."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from epochal import hookimpl
 from epochal.plugins.hookspecs import Register
 
@@ -24,3 +26,8 @@ def epochal_register_trainers(register: Register) -> None:
 def epochal_register_callbacks(register: Register) -> None:
     for name, target in CALLBACKS.items():
         register(name, target)
+
+
+@hookimpl
+def epochal_register_default_job(job: dict[str, Any]) -> None:
+    job.setdefault("experiment", {}).setdefault("backend", "tf")

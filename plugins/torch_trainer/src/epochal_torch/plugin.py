@@ -3,11 +3,10 @@ registered by name without importing torch."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from epochal import hookimpl
 from epochal.plugins.hookspecs import Register
-
-#: name -> "module:attr" of the callbacks this backend brings (configs' ``[callbacks]`` names).
-CALLBACKS = {"torch_lr_scheduler": "epochal_torch.schedulers:TorchLRScheduler"}
 
 
 @hookimpl
@@ -17,5 +16,10 @@ def epochal_register_trainers(register: Register) -> None:
 
 @hookimpl
 def epochal_register_callbacks(register: Register) -> None:
-    for name, target in CALLBACKS.items():
-        register(name, target)
+    # The LR scheduler of delira's lr_scheduler_cls, also for configs' [callbacks] tables.
+    register("torch_lr_scheduler", "epochal_torch.schedulers:TorchLRScheduler")
+
+
+@hookimpl(tryfirst=True)  # the default job prefers this backend when it is installed
+def epochal_register_default_job(job: dict[str, Any]) -> None:
+    job.setdefault("experiment", {}).setdefault("backend", "torch")
