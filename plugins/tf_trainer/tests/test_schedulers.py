@@ -129,12 +129,12 @@ RULES = {
 
 
 def test_registered_by_the_tf_plugin_under_their_names():
-    from epochal_tf import plugin
+    from epochal.plugins.registry import callbacks
 
     names = ("tf_step_decay", "tf_cosine_decay", "tf_warmup", "tf_reduce_on_plateau")
     classes = (StepDecay, CosineDecay, WarmUp, ReduceOnPlateau)
     assert [get_callback(name) for name in names] == list(classes)
-    assert sorted(plugin.CALLBACKS) == sorted(names)
+    assert {callbacks().entries[name].plugin for name in names} == {"tf"}
 
 
 def test_cosine_hand_values_match_the_formula():

@@ -171,10 +171,10 @@ def _train(trainer_cls, managers, scheduler, recorder, num_epochs, **trainer_kwa
 
 
 def test_registered_by_the_torch_plugin_under_its_name():
-    from epochal_torch import plugin
+    from epochal.plugins.registry import callbacks
 
     assert get_callback("torch_lr_scheduler") is TorchLRScheduler
-    assert plugin.CALLBACKS == {"torch_lr_scheduler": "epochal_torch.schedulers:TorchLRScheduler"}
+    assert callbacks().entries["torch_lr_scheduler"].plugin == "torch"
 
 
 def test_the_lr_scheduler_cls_argument_uses_this_package(torch_trainer):

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from epochal.runs.experiment import Experiment
+from epochal.runs.backend_experiment import BackendExperiment
 
 __all__ = ["TfExperiment"]
 
 
-class TfExperiment(Experiment):
+class TfExperiment(BackendExperiment):
     """An :class:`Experiment` whose backend is ``"tf"`` (:class:`TfNetworkTrainer`)."""
 
-    def __init__(self, params: Any, model_cls: Any, *args: Any, **kwargs: Any) -> None:
-        backend = kwargs.pop("backend", "tf")
-        if backend != "tf":
-            raise ValueError(f"TfExperiment trains with TensorFlow, not {backend!r}")
-        if kwargs.get("trainer_cls") is None:
-            from epochal_tf.trainer import TfNetworkTrainer
-
-            kwargs["trainer_cls"] = TfNetworkTrainer
-        super().__init__(params, model_cls, *args, backend="tf", **kwargs)
+    backend_name = "tf"
+    framework = "TensorFlow"
+    trainer_path = "epochal_tf.trainer:TfNetworkTrainer"

@@ -6,30 +6,19 @@ torch.
 
 from __future__ import annotations
 
-from typing import Any
+from epochal.plugins.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "PyTorchNetworkTrainer": "epochal_torch.trainer",
-    "AbstractPyTorchNetwork": "epochal_torch.networks",
-    "create_optims_default_pytorch": "epochal_torch.optim",
-    "save_checkpoint": "epochal_torch.io",
-    "load_checkpoint": "epochal_torch.io",
-    "PyTorchExperiment": "epochal_torch.experiment",
-    "MLP": "epochal_torch.models",
-    "SmallCNN": "epochal_torch.models",
-}
-
-__all__ = ["__version__", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'epochal_torch' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    {
+        ".trainer": ["PyTorchNetworkTrainer"],
+        ".networks": ["AbstractPyTorchNetwork"],
+        ".optim": ["create_optims_default_pytorch"],
+        ".io": ["save_checkpoint", "load_checkpoint"],
+        ".experiment": ["PyTorchExperiment"],
+        ".models": ["MLP", "SmallCNN"],
+    },
+)
+__all__ += ["__version__"]

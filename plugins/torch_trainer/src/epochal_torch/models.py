@@ -1,4 +1,7 @@
-"""Ready-made networks that configs name: ``model = "mlp"`` and ``model = "cnn"``."""
+"""Ready-made torch networks that configs name: ``model = "mlp"`` and ``model = "cnn"``.
+
+Their arguments are every backend's (:mod:`epochal.job.ready_models` documents and checks
+them), so one config serves all; here the checked sizes become torch layers."""
 
 from __future__ import annotations
 
@@ -8,20 +11,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from epochal.job.limits import cnn_channels, mlp_widths
+from epochal.job.ready_models import cnn_layout, mlp_layout
 
 __all__ = ["MLP", "SmallCNN"]
 
 
 class MLP(nn.Module):
-    """Fully connected ReLU layers on flattened inputs, returning logits.
-
-    Args:
-        in_features: inputs per sample after flattening (64 for ``digits``).
-        hidden: the hidden layers' widths, e.g. ``[128]``.
-        num_classes: outputs (logits).
-        dropout: dropout after each hidden layer (0: none).
-    """
+    """Fully connected ReLU layers on flattened inputs, returning logits; the arguments
+    are :func:`~epochal.job.ready_models.mlp_layout`'s."""
 
     def __init__(
         self,
@@ -31,14 +28,13 @@ class MLP(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        # Checked first: hidden = [-1] or [10**9] fails at once, naming the argument.
-        *widths, num_classes = mlp_widths("MLP", in_features, hidden, num_classes)
+        layout = mlp_layout(in_features, hidden, num_classes, dropout)  # checked first
         layers: list[nn.Module] = [nn.Flatten()]
-        for width, size in itertools.pairwise(widths):
+        for width, size in itertools.pairwise(layout.widths[:-1]):
             layers += [nn.Linear(width, size), nn.ReLU()]
-            if dropout:
-                layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(widths[-1], num_classes))
+            if layout.dropout:
+                layers.append(nn.Dropout(layout.dropout))
+        layers.append(nn.Linear(layout.widths[-2], layout.num_classes))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,22 +42,17 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Two 3x3 conv blocks (conv, batch norm, ReLU, 2x2 max-pool), then a linear classifier.
-
-    Args:
-        in_channels: image channels (1 for grey).
-        num_classes: outputs (logits).
-        channels: the two blocks' widths.
-    """
+    """Two 3x3 conv blocks (conv, batch norm, ReLU, 2x2 max-pool), then a linear classifier;
+    the arguments are :func:`~epochal.job.ready_models.cnn_layout`'s."""
 
     def __init__(
         self, in_channels: int = 1, num_classes: int = 10, channels: Sequence[int] = (16, 32)
     ) -> None:
         super().__init__()
-        widths = cnn_channels("SmallCNN", in_channels, num_classes, channels)
+        layout = cnn_layout(in_channels, num_classes, channels)
         blocks: list[nn.Module] = []
         width = in_channels
-        for size in widths[1:]:
+        for size in layout.channels[1:]:
             blocks += [
                 nn.Conv2d(width, size, 3, padding=1, bias=False),
                 nn.BatchNorm2d(size),
