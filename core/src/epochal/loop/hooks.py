@@ -47,7 +47,7 @@ class TrainerHooks:
     state: dict[str, Any]
 
     #: What this backend's checkpoints hold besides plain data (None, bool, int, float, str,
-    #: and lists, tuples and dicts with str keys of those): e.g. ``(torch.Tensor, bytes)``.
+    #: and lists, tuples and dicts with str keys of those): e.g. its tensor class and ``bytes``.
     #: The state plugins and callbacks return is checked against it before every save, so
     #: that a value the file could not hold is refused before anything is written. A backend
     #: sets it on its trainer class (the core imports no framework for it).
@@ -176,7 +176,7 @@ class TrainerHooks:
     def _check_checkpoint_state(self, merged: dict[str, Any]) -> None:
         """Raise :class:`PluginError` naming the plugin (or callback) and the value when the
         state holds something this backend's checkpoint cannot (an ``object()``; a numpy
-        number, which torch's ``weights_only`` loader refuses), before a file is touched, so
+        number, which a pickle-free checkpoint loader refuses), before a file is touched, so
         that every checkpoint written before stays as it was."""
         types = tuple(self.checkpoint_value_types)
         found = find_unholdable(merged, types)

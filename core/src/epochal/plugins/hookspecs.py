@@ -61,8 +61,8 @@ def epochal_register_trainers(register: Register) -> None:
     """Register training backends by name.
 
     Fires whenever the trainer registry is built (``epochal plugins``, an
-    experiment picking its backend). Call ``register("torch",
-    "epochal_torch.trainer:PyTorchNetworkTrainer")`` once per backend; pass a
+    experiment picking its backend). Call ``register("mybackend",
+    "mypackage.trainer:MyTrainer")`` once per backend; pass a
     ``"module:attr"`` string so that listing plugins does not import the
     framework. The return value is ignored.
     """
@@ -70,7 +70,7 @@ def epochal_register_trainers(register: Register) -> None:
 
 @hookspec
 def epochal_register_callbacks(register: Register) -> None:
-    """Register callbacks by name so configs can say ``name = "early_stopping"``.
+    """Register callbacks by name so that a config's ``[callbacks]`` table can name them.
 
     Fires whenever the callback registry is built. ``register(name, cls)`` with
     a callback class (or factory, or ``"module:attr"`` string); the registry
@@ -170,7 +170,7 @@ def epochal_at_batch_end(
     """A training batch has been stepped.
 
     ``losses`` and ``metrics`` are the backend's values for this batch (device
-    tensors for torch; reading them forces a host sync, so read sparingly).
+    tensors on a GPU; reading them forces a host sync, so read sparingly).
     The backends dispatch this hook only when some plugin implements it, so it
     costs nothing otherwise. The return value is ignored.
     """

@@ -19,7 +19,7 @@ class BackendExperiment(Experiment):
     unless ``trainer_cls`` is given. Another ``backend`` is refused.
     """
 
-    #: The registered backend name, e.g. ``"torch"``.
+    #: The registered backend name (what a config's ``experiment.backend`` says).
     backend_name: ClassVar[str]
     #: ``"module:attr"`` of the backend's trainer class.
     trainer_path: ClassVar[str]
