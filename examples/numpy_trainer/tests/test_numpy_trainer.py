@@ -1,12 +1,11 @@
-"""The example backend's own tests: gradient, checkpoints, predict."""
+"""The example backend's own tests: its gradient. Checkpoints, resume, predict and the rest
+every backend does: ``test_conformance.py`` (``epochal.testing.conformance``)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from epochal_numpy.network import SoftmaxRegression, softmax_cross_entropy
-from epochal_numpy.trainer import NumpyNetworkTrainer
 
 
 def test_gradient_matches_finite_differences():
@@ -24,36 +23,3 @@ def test_gradient_matches_finite_differences():
             network.weight[index] -= sign * 1e-6
             numeric[index] += sign * loss / 2e-6
     np.testing.assert_allclose(analytic, numeric, atol=1e-6)
-
-
-def test_checkpoint_round_trip_and_atomicity(tmp_path):
-    trainer = NumpyNetworkTrainer(SoftmaxRegression(4, 2, seed=3), save_path=tmp_path)
-    path = trainer.save_state(str(tmp_path / "checkpoint_last"), epoch=7)
-    assert path.endswith(".npz") and sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint_last.npz"
-    ]  # no temporary file left behind
-    state = NumpyNetworkTrainer.load_state(str(tmp_path / "checkpoint_last"))
-    assert state["epoch"] == 7
-    other = NumpyNetworkTrainer(SoftmaxRegression(4, 2, seed=4))
-    other._update_state(state)
-    np.testing.assert_array_equal(other.module.weight, trainer.module.weight)
-    assert other.start_epoch == 8
-
-
-def test_checkpoint_of_another_shape_is_refused(tmp_path):
-    NumpyNetworkTrainer(SoftmaxRegression(4, 2)).save_state(str(tmp_path / "small"), epoch=1)
-    state = NumpyNetworkTrainer.load_state(str(tmp_path / "small"))
-    with pytest.raises(ValueError, match=r"checkpoint holds weight \(4, 2\).*network has \(6, 2\)"):
-        NumpyNetworkTrainer(SoftmaxRegression(6, 2))._update_state(state)
-
-
-def test_predict_stacks_batches_up_to_batch_size():
-    trainer = NumpyNetworkTrainer(SoftmaxRegression(3, 2, seed=0))
-    batches = [
-        {"data": np.full((2, 3), i, np.float32), "label": np.array([0, 1])} for i in range(5)
-    ]
-    predictions, labels, metrics = trainer.predict(batches, batch_size=4)
-    assert predictions.shape == (10, 2) and labels[0].tolist() == [0, 1] * 5
-    assert set(metrics) == {"CE", "accuracy"}
-    unstacked = trainer.predict(batches)[0]
-    np.testing.assert_allclose(predictions, unstacked)

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
+from zipfile import BadZipFile  # a truncated .npz
 
 import numpy as np
 
@@ -104,7 +105,13 @@ class NumpyNetworkTrainer(AbstractNetworkTrainer):
         return {"weights": self.module.state_dict()}
 
     def load_network_state(self, state: Mapping[str, Any]) -> None:
-        self.module.load_state_dict(state["weights"])
+        try:
+            self.module.load_state_dict(state["weights"])  # checks the shapes before loading
+        except ValueError as exc:
+            raise CheckpointError(
+                f"the checkpoint does not fit this network (was it written for another "
+                f"architecture?): {exc}"
+            ) from exc
 
     @staticmethod
     def write_checkpoint(path: str, state: dict[str, Any]) -> str:
@@ -123,7 +130,9 @@ class NumpyNetworkTrainer(AbstractNetworkTrainer):
                 weights = {key: npz[key] for key in npz.files if key != "meta"}
         except ConfigError:  # a link or a FIFO, refused by open_run_file
             raise
-        except (OSError, ValueError, KeyError, AttributeError, EOFError) as exc:
+        except FileNotFoundError as exc:
+            raise CheckpointError(f"checkpoint {path} does not exist") from exc
+        except (OSError, ValueError, KeyError, AttributeError, EOFError, BadZipFile) as exc:
             raise CheckpointError(
                 f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}): it is "
                 "truncated or not a checkpoint of the numpy backend"
