@@ -70,3 +70,15 @@ def test_disabling_the_core_plugin_removes_its_commands():
     assert cli.list_commands(click.Context(cli)) == []
     result = CliRunner().invoke(cli, ["train"])
     assert result.exit_code == 2 and "No such command 'train'" in result.output
+
+
+def test_a_built_in_command_reads_no_entry_point():
+    """``epochal train --help`` calls the core's plugin alone, before any plugin manager is
+    built (which would read every installed entry point and import the plugins)."""
+    cli = create_cli()
+    result = CliRunner().invoke(cli, ["train", "--help"])
+    assert result.exit_code == 0 and "Train a model from CONFIG" in result.output
+    assert cli._plugin_manager is None
+    listed = cli.list_commands(click.Context(cli))  # now every plugin is asked
+    assert cli._plugin_manager is not None and set(BUILT_IN) <= set(listed)
+    assert listed.count("train") == 1

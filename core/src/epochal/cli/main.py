@@ -11,6 +11,7 @@ Nothing here imports a framework.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
 import warnings
@@ -25,6 +26,7 @@ from epochal.plugins.manager import (
     DEFAULTS_PLUGIN_NAME,
     FAILED,
     EpochalPluginManager,
+    PluginSettings,
     PluginWarning,
     call_plugin,
     get_plugin_manager,
@@ -87,9 +89,25 @@ class EpochalGroup(click.Group):
         self.load_commands()
         return super().list_commands(ctx)
 
+    def _load_core_commands(self) -> None:
+        """The built-in commands alone. Before any plugin manager exists the core's plugin is
+        called directly, so that ``epochal train --help`` reads no entry point and imports no
+        plugin (a command that runs builds the manager anyway)."""
+        if DEFAULTS_PLUGIN_NAME in self._plugins_asked:
+            return
+        settings = PluginSettings.from_environ(os.environ)
+        if self._plugin_manager is not None or settings.trace:  # traced: through the manager
+            self._load_plugin_commands(core_only=True)
+            return
+        self._plugins_asked.add(DEFAULTS_PLUGIN_NAME)
+        if DEFAULTS_PLUGIN_NAME not in settings.disable:  # as build_plugin_manager decides
+            from epochal.plugins import defaults
+
+            defaults.epochal_register_commands(cli=self)
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         # A built-in command needs only the core's plugin: the others are not asked.
-        self._load_plugin_commands(core_only=True)
+        self._load_core_commands()
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             return command
