@@ -112,14 +112,14 @@ class AbstractNetworkTrainer(TrainerHooks):
     @classmethod
     def distributed_collective(cls, **trainer_kwargs: Any) -> Collective:
         """The processes a trainer built with ``trainer_kwargs`` would train in, joined: one
-        here; a backend that reads a launcher's environment (torchrun) overrides it. The
+        here; a backend that reads a launcher's environment overrides it. The
         :class:`~epochal.runs.experiment.Experiment` calls it before it makes the run folder."""
         return Collective()
 
     @classmethod
     def launch_processes(cls, nproc: int, argv: Sequence[str]) -> int:
         """``epochal ARGV`` in ``nproc`` processes (``--nproc``); returns the exit code. Only
-        backends that train in several processes (torch: through torchrun) can."""
+        backends that train in several processes through a launcher of their own can."""
         from epochal.errors import ConfigError
 
         raise ConfigError(
