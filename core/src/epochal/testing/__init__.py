@@ -11,6 +11,10 @@ Fixtures:
 
 Functions, for tests that run ``epochal`` as a user does (a command of your plugin):
 :func:`run_epochal`, :func:`epochal_command` and :func:`user_env`.
+
+The backend conformance suite, :mod:`epochal.testing.conformance`, runs every test a backend
+must pass against yours: ``from epochal.testing.conformance import *`` in a test module, plus
+``epochal_backend = conformance_backend("mybackend", make_trainer)``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from epochal.plugins.manager import (
     get_plugin_manager,
     plugin_display_name,
 )
+
+# The suite's asserts say what differed (pytest rewrites them, as in a test module); this
+# module is loaded as a pytest plugin, before any test module imports the suite.
+pytest.register_assert_rewrite("epochal.testing.conformance")
 
 #: Variables a user who never set them would not have: epochal's own and TensorFlow's log
 #: level (which ``epochal_tf`` sets for its children), so that a test process that imported
