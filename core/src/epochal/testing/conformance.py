@@ -26,6 +26,7 @@ import inspect
 import os
 import random
 import re
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ __all__ = [
     "network_weights",
     "resumed_run",
     "straight_run",
+    "test_a_lost_checkpoint_best_leaves_the_last_weights",
     "test_a_nonfinite_loss_raises_naming_epoch_batch_and_key",
     "test_a_refused_state_keeps_the_previous_checkpoint",
     "test_an_epoch_of_only_bad_batches_raises_and_changes_nothing",
@@ -364,6 +366,24 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(
     )
     # both hold the best epoch's weights at the end (the resumed one from checkpoint_best)
     assert _same_weights(network_weights(resumed), network_weights(straight))
+
+
+def test_a_lost_checkpoint_best_leaves_the_last_weights(
+    epochal_backend: Backend, straight_run: _Run, conformance_data: _Data, tmp_path: Path
+) -> None:
+    """A resumed run whose ``checkpoint_best`` is gone trains on and returns the weights it
+    ended with (those of its ``checkpoint_last``), instead of failing at the end."""
+    folder = tmp_path / "run"
+    shutil.copytree(straight_run.folder, folder)
+    (folder / f"checkpoint_best{_suffix(folder)}").unlink()
+    trainer = epochal_backend.make_trainer(folder, seed=7, network="random", save_freq=2)
+    trainer.update_state(str(folder / "checkpoint_last"))
+    network = trainer.train(EPOCHS + 1, *conformance_data.managers(), val_score_key="accuracy")
+    assert network is trainer.module
+    last = epochal_backend.make_trainer(seed=8, network="random")
+    last.update_state(str(folder / "checkpoint_last"))
+    assert type(trainer).load_state(str(folder / "checkpoint_last"))["epoch"] == EPOCHS + 1
+    assert _same_weights(network_weights(trainer), network_weights(last))
 
 
 @pytest.mark.parametrize("where", ["run folder", "memory"])
