@@ -11,6 +11,7 @@ from typing import Any
 
 from epochal.errors import ConfigError, UnknownNameError
 from epochal.job.components import check_kwargs
+from epochal.job.spec import Job, job_from_config
 
 __all__ = [
     "build_callbacks",
@@ -29,56 +30,64 @@ def experiment_from_config(config: dict[str, Any]) -> Any:
     from epochal.job.params import Parameters
     from epochal.runs.experiment import Experiment
 
-    settings = config["experiment"]
+    job = job_from_config(config)  # the checked config, typed once
+    settings = job.experiment
     params = Parameters(
-        {"model": config["model"], "training": config["training"]},
+        {"model": dict(job.model), "training": config["training"]},
         config.get("variable") or None,
     )
     try:
-        trainer_cls = backend_trainer(settings["backend"])
+        trainer_cls = backend_trainer(settings.backend)
     except ConfigError as exc:
         raise ConfigError(f"experiment.backend: {exc}") from None
     check_trainer_keys(config, trainer_cls)
-    trusted = tuple(settings.get("trusted_modules") or ())
-    model = resolve_component(trainer_cls, "models", settings["model"], "experiment.model", trusted)
-    _check_val_score_key(config)
+    trusted = settings.trusted_modules
+    model = resolve_component(trainer_cls, "models", settings.model, "experiment.model", trusted)
+    _check_val_score_key(job)
     experiment = Experiment(
         params,
         model,
         trainer_cls=trainer_cls,
-        name=settings.get("name"),
-        save_path=settings.get("save_path"),
-        val_score_key=settings.get("val_score_key"),
-        checkpoint_freq=settings["checkpoint_freq"],
-        backend=settings["backend"],
-        seed=settings["seed"],
-        val_score_mode=settings.get("val_score_mode"),
+        name=settings.name,
+        save_path=settings.save_path,
+        val_score_key=settings.val_score_key,
+        checkpoint_freq=settings.checkpoint_freq,
+        backend=settings.backend,
+        seed=settings.seed,
+        val_score_mode=settings.val_score_mode,
         trusted_modules=trusted,
     )
     experiment.config = config
+    experiment.job = job
     return experiment
 
 
-def build_dataset(config: Mapping[str, Any]) -> Any:
+def typed(config: Mapping[str, Any] | Job) -> Job:
+    """``config`` as the typed :class:`Job` (a checked config dict, or the job itself)."""
+    return config if isinstance(config, Job) else job_from_config(config)
+
+
+def build_dataset(config: Mapping[str, Any] | Job) -> Any:
+    """The data set of ``[data]`` (``dataset`` and its ``dataset_params``)."""
     from epochal.plugins.registry import datasets
 
-    data = config["data"]
+    data = typed(config).data
     try:
-        factory = datasets().get(data["dataset"])
+        factory = datasets().get(data.dataset)
     except UnknownNameError as exc:
         raise ConfigError(f"data.dataset: {exc}") from None
-    params = dict(data.get("dataset_params") or {})
+    params = dict(data.dataset_params or {})
     check_kwargs(factory, params, "data.dataset_params")
     try:
         dataset = factory(**params)
     except (TypeError, ValueError, OverflowError, MemoryError) as exc:  # the params' fault
         shown = ", ".join(f"{key} = {value!r}" for key, value in params.items()) or "none"
         raise ConfigError(
-            f"data.dataset_params: the dataset {data['dataset']!r} refused its parameters "
+            f"data.dataset_params: the dataset {data.dataset!r} refused its parameters "
             f"({shown}): {type(exc).__name__}: {exc}"
         ) from None
     if len(dataset) == 0:
-        raise ConfigError(f"data.dataset {data['dataset']!r} is empty")
+        raise ConfigError(f"data.dataset {data.dataset!r} is empty")
     return dataset
 
 
@@ -103,53 +112,54 @@ def _build_transforms(specs: list[Any], trusted: tuple[str, ...] = ()) -> list[A
     return transforms
 
 
-def build_data(config: Mapping[str, Any], seed: int | None = None) -> tuple[Any, Any]:
+def build_data(config: Mapping[str, Any] | Job, seed: int | None = None) -> tuple[Any, Any]:
     """Training and validation data managers (validation ``None`` when ``val_split`` is 0)."""
     from epochal.data import DataManager
     from epochal.plugins.registry import samplers
 
-    data = config["data"]
-    dataset = build_dataset(config)
+    job = typed(config)
+    data = job.data
+    dataset = build_dataset(job)
     train, val = dataset, None
-    if data["val_split"]:
-        stratify = "label" if data["stratify"] else None
+    if data.val_split:
+        stratify = "label" if data.stratify else None
         try:
             train, val = dataset.train_test_split(
-                test_size=data["val_split"], random_state=seed, stratify=stratify
+                test_size=data.val_split, random_state=seed, stratify=stratify
             )
         except ValueError as exc:
-            raise ConfigError(f"data.val_split = {data['val_split']}: {exc}") from None
-    if data["batch_size"] > len(train):
-        where = f" ({len(dataset)} less data.val_split = {data['val_split']})" if val else ""
+            raise ConfigError(f"data.val_split = {data.val_split}: {exc}") from None
+    if data.batch_size > len(train):
+        where = f" ({len(dataset)} less data.val_split = {data.val_split})" if val else ""
         raise ConfigError(
-            f"data.batch_size = {data['batch_size']} is larger than the {len(train)} training "
+            f"data.batch_size = {data.batch_size} is larger than the {len(train)} training "
             f"samples{where}; use data.batch_size <= {len(train)}"
         )
-    sampler = data["sampler"]
+    sampler = data.sampler
     if sampler not in samplers():
         raise ConfigError(
             f"data.sampler: unknown sampler {sampler!r}; known: {', '.join(samplers().names())}"
         )
     train_manager = DataManager(
         train,
-        data["batch_size"],
-        data["num_workers"],
+        data.batch_size,
+        data.num_workers,
         transforms=_build_transforms(
-            data.get("transforms") or [],
-            tuple(config["experiment"].get("trusted_modules") or ()),
+            data.transforms or [],
+            job.experiment.trusted_modules,
         )
         or None,
         sampler_cls=sampler,
         seed=seed,
     )
     val_manager = (
-        DataManager(val, min(data["val_batch_size"], len(val)), 0) if val is not None else None
+        DataManager(val, min(data.val_batch_size, len(val)), 0) if val is not None else None
     )
     return train_manager, val_manager
 
 
 def build_callbacks(
-    config: Mapping[str, Any],
+    config: Mapping[str, Any] | Job,
     val_score_mode: str,
     val_score_key: str | None,
     n_batches: int | None = None,
@@ -161,7 +171,8 @@ def build_callbacks(
 
     registry = callbacks()
     built = []
-    for name, params in config["callbacks"].items():
+    table = config.callbacks if isinstance(config, Job) else config["callbacks"]
+    for name, params in table.items():
         if params is False:
             # Turned off: a typo of a callback would leave that one on, so a name close to a
             # registered one must be one; any other name (a callback whose plugin is missing
@@ -222,16 +233,19 @@ def _job_params(cls: Any, params: dict[str, Any], job: Mapping[str, Any]) -> dic
     return filled
 
 
-def _check_val_score_key(config: Mapping[str, Any]) -> None:
+def _check_val_score_key(job: Job) -> None:
     """``experiment.val_score_key`` must name a loss or metric the job computes: a typo would
     otherwise train a whole run that tracks no best epoch."""
-    key = config["experiment"].get("val_score_key")
+    key = job.experiment.val_score_key
     if key is None:
         return
-    training = config["training"]
     names: set[str] = set()
-    for group in ("losses", "metrics", "train_metrics", "val_metrics"):
-        table = training.get(group)
+    for table in (
+        job.training.losses,
+        job.training.metrics,
+        job.training.trainer.get("train_metrics"),
+        job.training.trainer.get("val_metrics"),
+    ):
         if isinstance(table, Mapping):
             names.update(table)
     if not names or key.removeprefix("val_") in names:

@@ -3,8 +3,8 @@
 A config says ``model = "mlp"`` or ``losses = {CE = "cross_entropy"}``; what those names mean
 depends on the backend, so each trainer class carries its own table::
 
-    class PyTorchNetworkTrainer(AbstractNetworkTrainer):
-        components = {"models": {"mlp": "epochal_torch.models:MLP"}, "losses": {...}, ...}
+    class MyTrainer(AbstractNetworkTrainer):
+        components = {"models": {"mlp": "my_backend.models:MLP"}, "losses": {...}, ...}
 
 Anything else is named by its ``"module:attr"`` path, which :mod:`epochal.job.trust` checks against
 the slot's kind before anything it names is called. Nothing is imported until used.
@@ -15,7 +15,9 @@ from __future__ import annotations
 import difflib
 import inspect
 import random
-from collections.abc import Iterable, Mapping
+import types
+import typing
+from collections.abc import Iterable, Mapping, MutableMapping, MutableSequence, Sequence
 from typing import Any
 
 from epochal.errors import ConfigError
@@ -27,6 +29,7 @@ __all__ = [
     "KINDS",
     "build_component",
     "check_kwargs",
+    "check_value",
     "resolve_component",
     "seed_everything",
     "toml_type_name",
@@ -72,115 +75,125 @@ def resolve_component(
     return resolve_path(match) if isinstance(match, str) else match
 
 
-#: Annotation names -> the TOML value types they accept (``None``: any value, not checked).
-_ANNOTATION_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,),
-    "float": (int, float),
-    "bool": (bool,),
-    "str": (str,),
-    "list": (list, tuple),
-    "tuple": (list, tuple),
-    "Sequence": (list, tuple),
-    "dict": (dict,),
-    "Mapping": (dict,),
-}
-#: Types a TOML value can never be: an annotation alternative of these does not widen the check.
-_NOT_FROM_TOML = {"None", "NoneType", "Tensor", "IO", "PathLike", "Callable", "type", "ndarray"}
+#: TOML's Python types, the only values a config can hold.
+_TOML_CLASSES = (bool, int, float, str, list, tuple, dict)
+_WORDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", dict: "a table"}
+_PLURAL = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+_SEQUENCES = (list, tuple, Sequence, MutableSequence)
+_MAPPINGS = (dict, Mapping, MutableMapping)
+
+#: One alternative of a parameter's type: the TOML class, and the type of each item (lists).
+_Alternative = tuple[Any, Any]
 
 
-def _split_top(text: str, separator: str) -> list[str]:
-    """``text`` split at ``separator`` outside brackets."""
-    parts, depth, current = [], 0, ""
-    for char in text:
-        depth += char == "["
-        depth -= char == "]"
-        if char == separator and depth == 0:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += char
-    parts.append(current.strip())
-    return parts
-
-
-def _expected(annotation: str) -> list[tuple[str, str | None]] | None:
-    """The alternatives of ``annotation`` a TOML value may take, as ``(type, element type)``;
-    ``None`` when the annotation allows something this check does not know (then any value)."""
-    alternatives: list[tuple[str, str | None]] = []
-    for part in _split_top(annotation, "|"):
-        head, _, inner = part.partition("[")
-        head = head.strip().rsplit(".", 1)[-1]
-        inner = inner.rstrip("]").strip()
-        if head in ("Optional", "Union"):
-            nested = [_expected(arg) for arg in _split_top(inner, ",")]
-            if any(entry is None for entry in nested):
+def _alternatives(annotation: Any) -> list[_Alternative] | None:
+    """The alternatives of a type (evaluated: ``int | None``, ``list[int]``, ``Literal[...]``)
+    that a TOML value can take, or ``None`` when any value may do (``Any``, a base class of a
+    TOML type such as ``object`` or ``numbers.Real``: the callee decides). A class no TOML value
+    can be (a framework's tensor, a callable, ``None``) adds no alternative."""
+    if annotation is Any or annotation is object:
+        return None
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        found: list[_Alternative] = []
+        for arg in typing.get_args(annotation):
+            inner = _alternatives(arg)
+            if inner is None:
                 return None
-            alternatives += [alt for entry in nested for alt in entry or ()]
-        elif head in _NOT_FROM_TOML:
-            continue
-        elif head in _ANNOTATION_TYPES:
-            element = inner if head in ("list", "Sequence") and "[" not in inner else None
-            alternatives.append((head, element))
-        else:
-            return None  # Any, a class, a type alias: the callee decides
-    return alternatives
+            found += inner
+        return found
+    if origin is typing.Literal:
+        return [("literal", typing.get_args(annotation))]
+    base = origin or annotation
+    if base is float:
+        return [(float, None)]
+    if base in (bool, int, str):
+        return [(base, None)]
+    if base in _SEQUENCES:
+        args = typing.get_args(annotation)
+        item = args[0] if len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis) else None
+        return [(list, item)]
+    if base in _MAPPINGS:
+        return [(dict, None)]
+    if isinstance(base, type):
+        if any(issubclass(kind, base) for kind in _TOML_CLASSES):
+            return None  # a TOML value may be one: the callee decides
+        return []  # no TOML value is one
+    return None  # a type alias, a TypeVar, ...: the callee decides
 
 
-def _fits(value: Any, head: str, element: str | None) -> bool:
-    types = _ANNOTATION_TYPES[head]
-    if isinstance(value, bool) and bool not in types:
-        return False
-    if not isinstance(value, types):
-        return False
-    if element is not None and isinstance(value, (list, tuple)):
-        inner = _expected(element)
-        return (
-            inner is None
-            or not inner
-            or all(any(_fits(item, *alt) for alt in inner) for item in value)
-        )
-    return True
+def _fits(value: Any, alternative: _Alternative) -> bool:
+    kind, item = alternative
+    if kind == "literal":
+        return any(value == choice and type(value) is type(choice) for choice in item)
+    if isinstance(value, bool) and kind is not bool:
+        return False  # TOML's true is no number
+    if kind is float:
+        return isinstance(value, (int, float))
+    if kind is list:
+        if not isinstance(value, (list, tuple)):
+            return False
+        inner = _alternatives(item) if item is not None else None
+        return not inner or all(any(_fits(entry, alt) for alt in inner) for entry in value)
+    return isinstance(value, kind)
 
 
-def _describe(alternatives: list[tuple[str, str | None]]) -> str:
-    words = {"int": "an integer", "float": "a number", "bool": "a boolean", "str": "a string"}
-    plural = {"int": "integers", "float": "numbers", "bool": "booleans", "str": "strings"}
+def _describe(alternatives: list[_Alternative]) -> str:
     names = []
-    for head, element in alternatives:
-        if head in ("list", "tuple", "Sequence"):
-            inner = (_expected(element) if element else None) or []
-            known = [plural[h] for h, _ in inner if h in plural]
+    for kind, item in alternatives:
+        if kind == "literal":
+            names.append("one of " + ", ".join(repr(choice) for choice in item))
+        elif kind is list:
+            inner = (_alternatives(item) if item is not None else None) or []
+            known = [_PLURAL[k] for k, _ in inner if k in _PLURAL]
             names.append("a list" + (f" of {' or '.join(known)}" if known else ""))
-        elif head in ("dict", "Mapping"):
-            names.append("a table")
         else:
-            names.append(words[head])
+            names.append(_WORDS[kind])
     return " or ".join(dict.fromkeys(names))
 
 
-def _check_value_type(parameter: inspect.Parameter, value: Any, key: str) -> None:
-    """A TOML value (string, number, boolean, list, table) of the wrong type for
-    ``parameter``, judged by its annotation (or, without one, by its default's type)."""
-    if not isinstance(value, (bool, int, float, str, list, tuple, dict)):
-        return  # an object from the Python API: the callee decides
-    annotation = parameter.annotation
-    if annotation is inspect.Parameter.empty:
-        default = parameter.default
-        if isinstance(default, bool):
-            annotation = "bool"
-        elif isinstance(default, (int, float)):
-            annotation = "float"  # 0 as a default often stands for 0.0
-        elif isinstance(default, str):
-            annotation = "str"
-        else:
-            return
-    elif not isinstance(annotation, str):
-        annotation = inspect.formatannotation(annotation)
-    alternatives = _expected(annotation)
-    if not alternatives or any(_fits(value, *alt) for alt in alternatives):
+def check_value(key: str, value: Any, declared: Any) -> None:
+    """``value`` of ``key`` is of the ``declared`` type (evaluated: ``int``, ``list[str] |
+    None``...), or a :class:`ConfigError` naming the key, the type and the value."""
+    alternatives = _alternatives(declared)
+    if not alternatives or any(_fits(value, alt) for alt in alternatives):
         return
     actual = toml_type_name(value)
     raise ConfigError(f"{key} must be {_describe(alternatives)}, got {actual} {value!r}")
+
+
+def toml_alternatives(declared: Any) -> list[tuple[Any, Any]] | None:
+    """The TOML classes (``int``, ``float``, ``str``, ``bool``, ``list``, ``dict``) a value of
+    the ``declared`` type may be, with each list's item type; ``None``: any value."""
+    return _alternatives(declared)
+
+
+def parameter_types(target: Any) -> dict[str, Any]:
+    """The evaluated types of ``target``'s parameters (its ``__init__``'s for a class), as its
+    module declares them; ``{}`` where they cannot be evaluated (then nothing is checked)."""
+    function = target.__init__ if inspect.isclass(target) else target
+    try:
+        return typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 - a name only a type checker sees: not checked
+        return {}
+
+
+def _check_value_type(parameter: inspect.Parameter, declared: Any, value: Any, key: str) -> None:
+    """A TOML value (string, number, boolean, list, table) of the wrong type for
+    ``parameter``, judged by its declared type (or, without one, by its default's type)."""
+    if not isinstance(value, _TOML_CLASSES):
+        return  # an object from the Python API: the callee decides
+    if declared is inspect.Parameter.empty:
+        default = parameter.default
+        if isinstance(default, bool):
+            declared = bool
+        elif isinstance(default, (int, float)):
+            declared = float  # 0 as a default often stands for 0.0
+        elif isinstance(default, str):
+            declared = str
+        else:
+            return
+    check_value(key, value, declared)
 
 
 def check_kwargs(target: Any, kwargs: Mapping[str, Any], key: str) -> None:
@@ -198,9 +211,15 @@ def check_kwargs(target: Any, kwargs: Mapping[str, Any], key: str) -> None:
         and name != "self"
     ]
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    declared = parameter_types(target) if kwargs else {}
     for name, value in kwargs.items():
         if name in allowed:
-            _check_value_type(parameters[name], value, f"{key}.{name}")
+            parameter = parameters[name]
+            if parameter.annotation is inspect.Parameter.empty:
+                kind = inspect.Parameter.empty
+            else:
+                kind = declared.get(name, Any)  # declared but not evaluable: not checked
+            _check_value_type(parameter, kind, value, f"{key}.{name}")
         elif not takes_any:
             close = difflib.get_close_matches(name, allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -13,13 +13,15 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
+from dataclasses import MISSING
 from importlib import resources
 from typing import Any
 
 from epochal.errors import ConfigError
 from epochal.job.backends import default_backend, default_job, trainer_config_keys
-from epochal.job.keys import check_type
+from epochal.job.components import check_value, toml_alternatives
 from epochal.job.limits import MAX_DEPTH, check_seed
+from epochal.job.spec import TABLES, keys_of, types_of
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -33,62 +35,27 @@ __all__ = [
 
 DEFAULT_CONFIG = "default.toml"
 
-_INT, _FLOAT, _STR, _BOOL, _TABLE, _LIST = "integer", "number", "string", "boolean", "table", "list"
-#: table -> key -> expected type; ``None`` for a free-form table. The ``training`` table takes
-#: the trainer's arguments too: the keys its backend declares (``config_keys``,
-#: :func:`check_trainer_keys`) and any other its signature takes (:mod:`epochal.job.trainer_args`).
+_WORDS = {int: "integer", float: "number", str: "string", bool: "boolean", dict: "table"}
+
+
+def _toml_word(declared: Any) -> str:
+    """A declared type in TOML's words: ``int`` -> ``"integer"``, ``dict | None`` -> ``"table"``."""
+    kinds = [kind for kind, _ in toml_alternatives(declared) or ()]
+    return " or ".join(dict.fromkeys("list" if k is list else _WORDS[k] for k in kinds))
+
+
+#: table -> key -> the TOML type it takes; ``None`` for a free-form table. Derived from the
+#: typed declarations of :mod:`epochal.job.spec`, which :func:`check_config` checks against. The
+#: ``training`` table takes the trainer's arguments too: the keys its backend declares
+#: (``config_keys``, :func:`check_trainer_keys`) and any other its signature takes
+#: (:mod:`epochal.job.trainer_args`).
 SCHEMA: dict[str, dict[str, str] | None] = {
-    "experiment": {
-        "name": _STR,
-        "backend": _STR,
-        "model": _STR,
-        "seed": _INT,
-        "val_score_key": _STR,
-        "val_score_mode": _STR,
-        "checkpoint_freq": _INT,
-        "save_path": _STR,
-        "trusted_modules": _LIST,
-    },
-    "data": {
-        "dataset": _STR,
-        "dataset_params": _TABLE,
-        "val_split": _FLOAT,
-        "stratify": _BOOL,
-        "batch_size": _INT,
-        "val_batch_size": _INT,
-        "num_workers": _INT,
-        "sampler": _STR,
-        "transforms": _LIST,
-    },
-    "model": None,
-    "training": {
-        "num_epochs": _INT,
-        "optimizer_cls": _STR,
-        "optimizer_params": _TABLE,
-        "losses": _TABLE,
-        "metrics": _TABLE,
-    },
-    "variable": {"model": _TABLE, "training": _TABLE},
-    "callbacks": None,
-}
-#: Keys every config must end up with (after the defaults below are filled in).
-REQUIRED = {"experiment": ("model",), "data": ("dataset",), "training": ("num_epochs",)}
-DEFAULTS = {
-    "experiment": {"seed": 0, "checkpoint_freq": 1},  # backend: the default job's, if installed
-    "data": {
-        "val_split": 0.2,
-        "stratify": True,
-        "batch_size": 32,
-        "val_batch_size": 256,
-        "num_workers": 0,
-        "sampler": "random",
-    },
-}
-POSITIVE = {
-    "data.batch_size",
-    "data.val_batch_size",
-    "training.num_epochs",
-    "experiment.checkpoint_freq",
+    table: (
+        {key: _toml_word(kind) for key, kind in types_of(spec).items() if key in keys_of(spec)}
+        if spec is not None
+        else None
+    )
+    for table, spec in TABLES.items()
 }
 
 
@@ -275,37 +242,38 @@ def _check_trusted_modules(modules: list[Any]) -> None:
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Types, unknown keys and ranges; fills in the defaults. Names are checked on use."""
+    """Types, unknown keys and ranges, against :mod:`epochal.job.spec`'s declarations; fills in
+    the defaults it marks. Names are checked on use."""
     _check_values(config, "", 0)
     for table, value in config.items():
-        if table not in SCHEMA:
-            raise _unknown(table, table, SCHEMA)
+        if table not in TABLES:
+            raise _unknown(table, table, TABLES)
         if not isinstance(value, dict):
             raise ConfigError(f"{table} must be a table ([{table}]), got {value!r}")
-    for table, defaults in DEFAULTS.items():
-        for key, value in defaults.items():
-            config.setdefault(table, {}).setdefault(key, value)
-    if "backend" not in config["experiment"]:
-        config["experiment"]["backend"] = default_backend()
-    for table in SCHEMA:
+    for table, spec in TABLES.items():
         config.setdefault(table, {})
-    for table, keys in SCHEMA.items():
-        if keys is None:
+        if spec is None:
             continue
+        declared = keys_of(spec)
+        for key, field in declared.items():
+            if field.metadata.get("fill") and key not in config[table]:
+                config[table][key] = field.default
+        if table == "experiment" and "backend" not in config[table]:
+            config[table]["backend"] = default_backend()
+        types = types_of(spec)
         for key, value in config[table].items():
-            if key not in keys:
+            if key not in declared:
                 if table == "training":
                     continue  # a trainer argument: checked against the trainer's signature
-                raise _unknown(f"{table}.{key}", key, keys)
-            check_type(f"{table}.{key}", value, keys[key])
-    for table, keys in REQUIRED.items():
-        for key in keys:
-            if key not in config[table]:
+                raise _unknown(f"{table}.{key}", key, declared)
+            check_value(f"{table}.{key}", value, types[key])
+            minimum = declared[key].metadata.get("minimum")
+            if minimum is not None and value < minimum:
+                raise ConfigError(f"{table}.{key} must be at least {minimum}, got {value}")
+        for key, field in declared.items():
+            required = field.default is MISSING and field.default_factory is MISSING
+            if required and key not in config[table]:
                 raise ConfigError(f"{table}.{key} is missing")
-    for dotted in POSITIVE:
-        table, key = dotted.split(".")
-        if key in config[table] and config[table][key] < 1:
-            raise ConfigError(f"{dotted} must be at least 1, got {config[table][key]}")
     check_seed(config["experiment"]["seed"], "experiment.seed (--seed)")
     if config["data"]["num_workers"] < 0:
         raise ConfigError(f"data.num_workers must be >= 0, got {config['data']['num_workers']}")

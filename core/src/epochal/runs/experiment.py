@@ -2,8 +2,8 @@
 
 The backend's trainer comes from the registry by name (``backend="<name>"``); models, losses,
 metrics and optimizers may be given as objects or by name (:mod:`epochal.job.components`). Each
-run gets its own folder: ``config.toml``, checkpoints, ``metrics.csv``, TensorBoard events,
-``curves.png`` (with epochal-callbacks) and ``summary.json``.
+run gets its own folder: ``config.toml``, checkpoints, ``summary.json`` and what the job's
+callbacks write there (metrics, event logs, plots).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from epochal.job.components import (
 )
 from epochal.job.limits import check_output_dir, check_seed
 from epochal.job.params import Parameters
+from epochal.job.spec import Job
 from epochal.job.trainer_args import TRAINING_KEYS, build_named, trainer_kwargs
 from epochal.loop.interrupt import TrainingInterrupted, stop_on_signals
 from epochal.runs import checkpoints
@@ -117,6 +118,8 @@ class Experiment:
         #: The resolved config this experiment was built from (set by ``from_config``); lets
         #: ``run``/``resume``/``kfold`` build their data and write ``config.toml``.
         self.config: dict[str, Any] | None = None
+        #: The same config as typed objects (:class:`epochal.job.spec.Job`), checked once.
+        self.job: Job | None = None
         self.last_run: RunResult | None = None
 
     @classmethod
@@ -179,9 +182,15 @@ class Experiment:
 
     def setup(self, params: Parameters | None = None, training: bool = True, **kwargs: Any) -> Any:
         """A trainer for a fresh network (delira's ``setup``); ``kwargs`` go to the trainer."""
+        return self._trainer({**self.trainer_kwargs(params), **kwargs}, params)
+
+    def _trainer(
+        self, arguments: Mapping[str, Any], params: Parameters | None = None, **extra: Any
+    ) -> Any:
+        """The trainer built from ``arguments`` (the trainer's keyword arguments, computed once
+        per run by :meth:`trainer_kwargs`) and ``extra``, for a network of ``params``."""
         params = params or self.params
-        trainer_kwargs = self.trainer_kwargs(params)
-        trainer_kwargs.update(kwargs)
+        trainer_kwargs = {**arguments, **extra}
         network = trainer_kwargs.pop("network", None) or self.build_network(params)
         save_path = trainer_kwargs.pop("save_path", None)
         try:
@@ -196,7 +205,9 @@ class Experiment:
             return []
         from epochal.job.build import build_callbacks
 
-        return build_callbacks(self.config, self._score_mode(), self.val_score_key, n_batches)
+        return build_callbacks(
+            self.job or self.config, self._score_mode(), self.val_score_key, n_batches
+        )
 
     def _data(self, train_data: Any, val_data: Any) -> tuple[Any, Any]:
         if train_data is None:
@@ -207,7 +218,7 @@ class Experiment:
                 )
             from epochal.job.build import build_data
 
-            return build_data(self.config, self.seed)
+            return build_data(self.job or self.config, self.seed)
         training = self.params.training_kwargs
         batch_size = int(training.get("batch_size", 64))
         val_batch = int(training.get("val_batch_size", max(batch_size, 256)))
@@ -242,7 +253,8 @@ class Experiment:
         handle_signals = kwargs.pop("handle_signals", False)
         self._check_output_dir(run_dir)
         train, val = self._data(train_data, val_data)
-        with self._processes(params, kwargs) as collective:
+        arguments = {**self.trainer_kwargs(params), **kwargs}  # once: the processes and trainer
+        with self._processes(arguments) as collective:
             callbacks = self._callbacks(_batches_per_rank(train, collective))
             # Everything is built before the folder exists: a config error leaves no empty
             # run. In several processes, rank 0 names the folder and the others use it.
@@ -250,7 +262,7 @@ class Experiment:
             if run_dir is None and collective.is_main:
                 run_dir = new_run_dir(self.save_path, self.name)
             run_dir = collective.broadcast(run_dir)
-            trainer = self.setup(params, save_path=run_dir, **kwargs)
+            trainer = self._trainer(arguments, params, save_path=run_dir)
             for callback in callbacks:
                 trainer.register_callback(callback)
             with own_run_dir(run_dir, collective):
@@ -269,12 +281,14 @@ class Experiment:
             check_output_dir(self.save_path, key)
 
     @contextlib.contextmanager
-    def _processes(self, params: Parameters | None, kwargs: Mapping[str, Any]) -> Any:
-        """The processes this run trains in, joined for its duration (a launcher such as
-        the backend's launcher started them; one process otherwise)."""
-        trainer_kwargs = {**self.trainer_kwargs(params), **kwargs}
+    def _processes(self, arguments: Mapping[str, Any] | None = None) -> Any:
+        """The processes this run trains in, joined for its duration (the backend's launcher
+        started them; one process otherwise); ``arguments``: the trainer's keyword arguments
+        (:meth:`trainer_kwargs`), which hold the backend's distributed options."""
+        if arguments is None:
+            arguments = self.trainer_kwargs()
         try:
-            collective = self.trainer_cls.distributed_collective(**trainer_kwargs)
+            collective = self.trainer_cls.distributed_collective(**arguments)
         except (TypeError, ValueError) as exc:  # e.g. dist_backend: the config's
             if isinstance(exc, EpochalError):
                 raise
@@ -313,8 +327,9 @@ class Experiment:
         check_output_dir(run_dir, "run_dir")
         train, val = self._data(train_data, val_data)
         seed_everything(self.trainer_cls, self.seed or 0)
-        with self._processes(None, {}) as collective:
-            trainer = self.setup(save_path=run_dir)
+        arguments = self.trainer_kwargs()  # once: the processes and the trainer
+        with self._processes(arguments) as collective:
+            trainer = self._trainer(arguments, save_path=run_dir)
             for callback in self._callbacks(_batches_per_rank(train, collective)):
                 trainer.register_callback(callback)  # before the state load: they have state
             with own_run_dir(run_dir, collective):
@@ -493,7 +508,7 @@ class Experiment:
         self._check_output_dir(run_dir)
         dataset = self._kfold_dataset(data)
         seed = random_seed if random_seed is not None else self.seed
-        with self._processes(None, {}) as collective:  # one root folder, named by rank 0
+        with self._processes() as collective:  # one root folder, named by rank 0
             root = os.fspath(run_dir) if run_dir else None
             if root is None and collective.is_main:
                 root = new_run_dir(self.save_path, self.name + "-kfold")
@@ -518,7 +533,7 @@ class Experiment:
                 raise ConfigError("kfold needs data, or an experiment built with from_config")
             from epochal.job.build import build_dataset
 
-            return build_dataset(self.config)
+            return build_dataset(self.job or self.config)
         dataset = getattr(data, "dataset", data)
         if not hasattr(dataset, "kfold"):
             raise TypeError(f"kfold needs a dataset or a DataManager, got {type(data).__name__}")
