@@ -153,7 +153,7 @@ def test_delira_closure_trains_under_fp16_amp(managers):
     DeliraMLP.seen = {}
     train, valid = managers()
     trainer = _trainer(DeliraMLP(), mixed_precision=True)
-    assert trainer._closure is DeliraMLP.closure
+    assert trainer.closure is DeliraMLP.closure
     trainer.train(EPOCHS, train, valid, val_score_key="val_acc")
     seen = DeliraMLP.seen
     assert seen["calls"] >= EPOCHS, seen

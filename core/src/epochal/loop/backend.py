@@ -10,10 +10,20 @@ underscored method, so that a third party implements them from this file and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-__all__ = ["Backend", "CheckpointPrimitives"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "Backend",
+    "CheckpointPrimitives",
+    "LoopPrimitives",
+    "SupervisedBackend",
+    "TrainingPrimitives",
+]
 
 
 @runtime_checkable
@@ -76,9 +86,117 @@ class CheckpointPrimitives(Protocol):
 
 
 @runtime_checkable
-class Backend(CheckpointPrimitives, Protocol):
-    """Every primitive a backend's trainer provides to the core.
+class LoopPrimitives(Protocol):
+    """What the core's loop (:class:`~epochal.loop.trainer.AbstractNetworkTrainer.train`)
+    calls for each epoch; a :class:`~epochal.loop.supervised.SupervisedTrainer` provides
+    ``predict`` itself, from :class:`TrainingPrimitives`."""
 
-    The training primitives (building optimizers, preparing a batch, a training step, an
-    evaluation step, seeding) join this class next to :class:`CheckpointPrimitives`.
+    def train_epoch(self, batches: Iterable[dict[str, Any]], epoch: int) -> dict[str, float]:
+        """Train one epoch over ``batches`` (dicts of arrays: ``data``, ``label``...); return
+        the epoch's sample-weighted mean losses and metrics, read from the device once. An
+        epoch without batches raises ``ValueError``; a non-finite loss follows
+        ``on_nonfinite`` (:class:`~epochal.errors.NonFiniteLossError`). Call
+        ``self._batch_end_hook`` (when not ``None``) after each batch."""
+        ...
+
+    def predict(
+        self, batchgen: Iterable[dict[str, Any]], batch_size: int | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray], dict[str, float]]:
+        """``(predictions, [labels], mean losses and metrics)`` over ``batchgen`` in inference
+        mode, batches merged up to ``batch_size`` samples (``None``: as they come)."""
+        ...
+
+    @staticmethod
+    def set_seed(seed: int) -> None:
+        """Seed the framework's generators (the experiment seeds numpy and ``random``).
+        Optional."""
+        ...
+
+
+@runtime_checkable
+class TrainingPrimitives(Protocol):
+    """The framework code of delira's supervised trainer: a backend whose trainer subclasses
+    :class:`~epochal.loop.supervised.SupervisedTrainer` declares these class attributes and
+    implements these methods; the core does the constructor (its signature built from the
+    first three attributes), the checks, ``train_step``, ``predict`` and the scheduler hook-up.
+    Methods marked optional have a default in ``SupervisedTrainer``.
     """
+
+    #: The losses argument's name (``"criterions"`` for torch, ``"losses"`` for tf).
+    losses_parameter: ClassVar[str]
+    #: A frozen dataclass whose fields are the backend's own constructor parameters (after
+    #: ``on_nonfinite``); the values arrive as ``self.options``.
+    options_type: ClassVar[type]
+    #: ``optim_fn``'s default: ``(network, optimizer_cls, **optimizer_params) -> {name: opt}``.
+    default_optim_fn: ClassVar[Callable[..., dict[str, Any]]]
+    #: delira's network base class (``closure``, ``prepare_batch``), or ``None``.
+    network_base: ClassVar[type | None]
+    #: The default step, delira's closure signature: ``(model, data_dict, optimizers, losses,
+    #: metrics, fold, **kwargs) -> (metric_vals, loss_vals, predictions)``.
+    default_closure: ClassVar[Callable[..., tuple[Any, Any, Any]]]
+    #: ``mixed_precision_kwargs`` of the backend's own (besides ``dtype``, ``enabled``).
+    mixed_precision_options: ClassVar[Mapping[str, float]]
+    #: Keys of ``**kwargs`` the backend reads itself (``self.backend_kwargs``), not the closure.
+    backend_kwargs_names: ClassVar[frozenset[str]]
+
+    def check_arguments(self, network: Any) -> None:
+        """Refuse a network (or loss, metric) the framework cannot train, with an error that
+        says the fix. Optional."""
+        ...
+
+    def place_network(self, network: Any, gpu_ids: list[int]) -> Any:
+        """Pick the device(s) (``[]``: the CPU), join the processes (set ``self.collective``),
+        build the mixed-precision objects from ``self.precision``, move the network; return
+        it (the core keeps it as ``self.module`` and ``self.train_module``)."""
+        ...
+
+    def create_optimizers(self, optim_fn: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+        """``optim_fn(self.module, self.optimizer_cls, **self.optimizer_params)``, in the
+        device's scope where the framework needs one. Optional."""
+        ...
+
+    def wrap_optimizers(self, optimizers: dict[str, Any]) -> dict[str, Any]:
+        """The checked optimizers as the step uses them (loss scaling). Optional."""
+        ...
+
+    def prepare_training(self) -> None:
+        """The last of the setup: compile steps, wrap ``self.train_module`` (DDP), checks
+        that depend on the step (``self.uses_default_step``). Optional."""
+        ...
+
+    @staticmethod
+    def scheduler_callback(scheduler_cls: Any, params: dict[str, Any]) -> object:
+        """The callback that runs delira's ``lr_scheduler_cls`` with ``lr_scheduler_params``."""
+        ...
+
+    def evaluating(self) -> AbstractContextManager[Any]:
+        """The context ``predict`` runs its steps in (eval mode, no gradients). Optional."""
+        ...
+
+    def eval_step(self, batch: Mapping[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+        """One inference batch (a dict of numpy arrays): ``(predictions, {loss and metric
+        name: the batch's mean})``, or ``(predictions, None)`` when it has no ``label``; values
+        stay on the device."""
+        ...
+
+    def stack_values(self, values: list[list[Any]]) -> np.ndarray:
+        """``values[k][i]`` (key ``k``, batch ``i``) as one float64 ``(keys, batches)`` array,
+        read from the device at once. Optional (numpy's ``asarray``)."""
+        ...
+
+    def stack_batches(self, outputs: list[Any]) -> np.ndarray:
+        """The batches' predictions as one float32 numpy array. Optional."""
+        ...
+
+
+@runtime_checkable
+class Backend(CheckpointPrimitives, LoopPrimitives, Protocol):
+    """Every primitive a backend's trainer provides to the core: its state and file format,
+    and one epoch and prediction. A trainer subclassing
+    :class:`~epochal.loop.supervised.SupervisedTrainer` is a :class:`SupervisedBackend`.
+    """
+
+
+@runtime_checkable
+class SupervisedBackend(Backend, TrainingPrimitives, Protocol):
+    """A :class:`Backend` whose trainer is delira's supervised trainer (torch, tf)."""

@@ -192,9 +192,13 @@ class AbstractNetworkTrainer(TrainerHooks):
 
     # -- what a backend must provide -----------------------------------------------
 
+    def train_epoch(self, batches: Iterable[dict], epoch: int) -> dict[str, float]:
+        """Train one epoch over ``batches``; return the epoch's mean losses and metrics."""
+        raise NotImplementedError(f"{type(self).__name__} must implement train_epoch")
+
     def _train_single_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
-        """Train one epoch over ``batchgen``; return the epoch's mean losses and metrics."""
-        raise NotImplementedError(f"{type(self).__name__} must implement _train_single_epoch")
+        """delira's name of :meth:`train_epoch`, which the loop calls through it."""
+        return self.train_epoch(batchgen, epoch)
 
     def predict(self, batchgen: Iterable[dict], batch_size: int | None = None) -> tuple:
         """Return ``(predictions, labels, mean metrics and losses)`` over ``batchgen``."""

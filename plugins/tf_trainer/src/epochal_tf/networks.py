@@ -167,22 +167,7 @@ class AbstractTfNetwork(keras.Model):
     before the step (it runs per batch, in Python).
     """
 
-    @staticmethod
-    def closure(
-        model: keras.Model,
-        data_dict: dict[str, Any],
-        optimizers: dict[str, keras.optimizers.Optimizer],
-        losses: dict[str, Any],
-        metrics: dict[str, Any],
-        fold: int = 0,
-        **kwargs: Any,
-    ) -> tuple[dict[str, Any], dict[str, Any], Any]:
-        """One training step; the default is :func:`default_closure`."""
-        return default_closure(model, data_dict, optimizers, losses, metrics, fold, **kwargs)
-
-    @staticmethod
-    def prepare_batch(
-        batch: Mapping[str, Any], input_device: str | None = None, output_device: str | None = None
-    ) -> dict[str, Any]:
-        """Batch dict of numpy arrays -> the dict the step receives (see :func:`prepare_batch`)."""
-        return prepare_batch(batch, input_device, output_device)
+    #: One training step, delira's signature; the default is :func:`default_closure`.
+    closure = staticmethod(default_closure)
+    #: Batch dict of numpy arrays -> the dict the step receives (see :func:`prepare_batch`).
+    prepare_batch = staticmethod(prepare_batch)

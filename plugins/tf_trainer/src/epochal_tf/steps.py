@@ -28,7 +28,6 @@ from epochal.errors import NonFiniteLossError
 from epochal_tf._tf import tf
 from epochal_tf.networks import (
     call_metric,
-    default_closure,
     prepare_batch,
     supervised_step,
     to_float32,
@@ -85,7 +84,7 @@ class CompiledSteps:
             self._seen = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seen")
             # the epoch's batches, and how many were skipped (skip_batch)
             self._counts = tf.Variable([0.0, 0.0], dtype=tf.float64, trainable=False)
-            if trainer.closure is default_closure:
+            if trainer.uses_default_step:
                 # names known now: created before tracing, a tf.function traces once (a
                 # variable created while tracing makes TensorFlow trace a second time)
                 for name in (*trainer.losses, *trainer.metrics):
@@ -133,14 +132,9 @@ class CompiledSteps:
 
     def _make_train(self, keys: Keys, with_outputs: bool, specs: tuple) -> Callable[..., Any]:
         trainer = self.trainer
-        closure, model, optimizers = trainer.closure, trainer.module, trainer.optimizers
-        losses, metrics, fold, kwargs = (
-            trainer.losses,
-            trainer.metrics,
-            trainer.fold,
-            trainer.closure_kwargs,
-        )
-        if closure is default_closure and not {"data", "label"} <= set(keys):
+        default, model, optimizers = trainer.uses_default_step, trainer.module, trainer.optimizers
+        losses, metrics = trainer.losses, trainer.metrics
+        if default and not {"data", "label"} <= set(keys):
             raise KeyError(
                 f"the default training step reads batch['data'] and batch['label'], but the "
                 f"batches hold {sorted(keys)}; rename them or write a closure"
@@ -156,14 +150,12 @@ class CompiledSteps:
             self._counted()
             data_dict = dict(zip(keys, arrays, strict=True))
             try:
-                if closure is default_closure:
+                if default:
                     metric_vals, loss_vals, _, finite = supervised_step(
                         model, data_dict, optimizers["default"], losses, metrics, skip
                     )
-                else:
-                    metric_vals, loss_vals, _ = closure(
-                        model, data_dict, optimizers, losses, metrics, fold, **kwargs
-                    )
+                else:  # a closure, or a subclass's own step (the trainer's extension point)
+                    loss_vals, metric_vals = trainer.train_step(data_dict)
             except (TypeError, ValueError) as exc:
                 if not first_trace:
                     raise

@@ -10,20 +10,17 @@ are added up in TensorFlow variables inside the step and read once per epoch.
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
 
-from epochal.data.batching import batch_length, rebatch
-from epochal.errors import NonFiniteLossError
 from epochal.job.keys import SUPERVISED_KEYS, ConfigKey
 from epochal.loop.distributed import Collective
-from epochal.loop.supervised import MixedPrecisionArgs
-from epochal.loop.trainer import AbstractNetworkTrainer
+from epochal.loop.supervised import MixedPrecisionArgs, SupervisedTrainer
 from epochal_tf._tf import keras, tf
 from epochal_tf.devices import device_for
 from epochal_tf.io import check_fits, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
@@ -46,10 +43,17 @@ from epochal_tf.strategies import (
     make_strategy,
 )
 
-__all__ = ["TfNetworkTrainer"]
+__all__ = ["TfNetworkTrainer", "TfOptions"]
 
 
-class TfNetworkTrainer(AbstractNetworkTrainer):
+@dataclass(frozen=True)
+class TfOptions:
+    """TfNetworkTrainer's own parameters (see its docstring): a ``tf.distribute`` strategy."""
+
+    strategy: str | None = None
+
+
+class TfNetworkTrainer(SupervisedTrainer):
     """Trains a ``keras.Model`` (delira's ``TfNetworkTrainer`` API, name for name, on TF2).
 
     Args:
@@ -85,6 +89,16 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
         **kwargs: ``run_eagerly=True`` (debugging: no ``tf.function``), ``jit_compile=True``
             (XLA); the rest is passed to the network's ``closure``.
     """
+
+    options_type: ClassVar[type] = TfOptions
+    default_optim_fn = staticmethod(create_optims_default_tf)
+    network_base: ClassVar[type] = AbstractTfNetwork
+    default_closure = staticmethod(default_closure)
+    mixed_precision_options: ClassVar[Mapping[str, float]] = PRECISION_OPTIONS
+    backend_kwargs_names: ClassVar[frozenset[str]] = frozenset({"run_eagerly", "jit_compile"})
+    losses_example: ClassVar[str] = (
+        "{'CE': keras.losses.SparseCategoricalCrossentropy(from_logits=True)}"
+    )
 
     #: What configs may name for this backend (:mod:`epochal.job.components`): the torch backend's
     #: names with Keras meanings, so that one config serves both.
@@ -161,151 +175,70 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
         """Seed Keras (its seed generators, TensorFlow, numpy, random): weights and dropout."""
         keras.utils.set_random_seed(seed)
 
-    def __init__(
-        self,
-        network: keras.Model,
-        save_path: str | os.PathLike[str] | None,
-        losses: dict[str, Callable[..., Any]],
-        optimizer_cls: type[keras.optimizers.Optimizer] | str,
-        optimizer_params: dict[str, Any] | None = None,
-        metrics: dict[str, Callable[..., Any]] | None = None,
-        lr_scheduler_cls: Any = None,
-        lr_scheduler_params: dict[str, Any] | None = None,
-        gpu_ids: list[int] | None = None,
-        save_freq: int = 1,
-        optim_fn: Callable[..., dict[str, keras.optimizers.Optimizer]] = create_optims_default_tf,
-        fold: int = 0,
-        callbacks: Iterable[object] | None = None,
-        start_epoch: int = 1,
-        mixed_precision: bool = False,
-        mixed_precision_kwargs: dict[str, Any] | None = None,
-        on_nonfinite: str = "raise",
-        strategy: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.on_nonfinite = NonFiniteLossError.check_policy(on_nonfinite)
-        self.strategy_name = check_strategy(strategy)
-        #: The ``tf.distribute`` strategy the step runs under (``None``: one device).
-        self.strategy: Any = None
-        super().__init__(
-            fold,
-            callbacks,
-            save_path=save_path,
-            save_freq=save_freq,
-            start_epoch=start_epoch,
-            plugin_manager=kwargs.pop("plugin_manager", None),
-        )
+    # -- training primitives (epochal.loop.backend.TrainingPrimitives) ---------------------
+
+    def check_arguments(self, network: keras.Model) -> None:
         if not isinstance(network, keras.Model):
             raise TypeError(
                 f"network must be a keras.Model (Keras 3), got {type(network).__name__}; wrap "
                 "layers in keras.Sequential or subclass epochal_tf.AbstractTfNetwork"
             )
-        self.losses = dict(losses or {})
-        self.metrics = check_metrics(metrics or {})
-        self.optimizer_cls = optimizer_cls
-        self.optimizer_params = dict(optimizer_params or {})
-        run_eagerly = bool(kwargs.pop("run_eagerly", False))
-        jit_compile = kwargs.pop("jit_compile", None)
-        self.closure_kwargs = kwargs
-        self._setup(
-            network,
-            optim_fn,
-            lr_scheduler_cls,
-            dict(lr_scheduler_params or {}),
-            list(gpu_ids or []),
-            mixed_precision,
-            mixed_precision_kwargs,
-        )
-        self.steps = CompiledSteps(self, run_eagerly=run_eagerly, jit_compile=jit_compile)
+        self.metrics = check_metrics(self.metrics)
 
-    def _setup(
-        self,
-        network: keras.Model,
-        optim_fn: Callable[..., dict[str, keras.optimizers.Optimizer]],
-        lr_scheduler_cls: Any,
-        lr_scheduler_params: dict[str, Any],
-        gpu_ids: list[int],
-        mixed_precision: bool,
-        mixed_precision_kwargs: dict[str, Any] | None,
-    ) -> None:
-        self.mixed_precision = MixedPrecision.from_args(
-            MixedPrecisionArgs.parse(
-                mixed_precision, mixed_precision_kwargs, PRECISION_OPTIONS, type(self).__name__
-            ),
-            bool(gpu_ids),
-        )
+    def place_network(self, network: keras.Model, gpu_ids: list[int]) -> keras.Model:
+        """One device, or a strategy's (whose mirrored variables the network's become); the
+        mixed-precision policy on the network's layers."""
+        self.strategy_name = check_strategy(self.options.strategy)
+        #: The ``tf.distribute`` strategy the step runs under (``None``: one device).
+        self.strategy: Any = None
+        self.mixed_precision = MixedPrecision.from_args(self.precision, bool(gpu_ids))
         if self.strategy_name is None:
             self.device = device_for(gpu_ids)
-        else:  # the network's variables become the strategy's (mirrored) variables
+        else:
             check_strategy(self.strategy_name, self.mixed_precision, vars(self))
             self.strategy, self.collective = make_strategy(self.strategy_name, gpu_ids)
             self.device = host_device(self.strategy)
             distribute_variables(network, self.strategy)
         self.input_device = self.output_device = self.device
         self.use_gpu = self.device.startswith("/GPU")
-        self.module = network
         self.mixed_precision.apply_to(network)
+        return network
+
+    def create_optimizers(self, optim_fn: Callable[..., dict[str, Any]]) -> dict[str, Any]:
         scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
         with tf.device(self.device), scope:  # optimizer variables: the strategy's too
-            optimizers = optim_fn(
-                network, resolve_optimizer_cls(self.optimizer_cls), **self.optimizer_params
-            )
-        if not isinstance(optimizers, dict) or not all(
-            isinstance(opt, keras.optimizers.Optimizer) for opt in optimizers.values()
-        ):
-            raise TypeError(
-                "optim_fn must return a dict {name: keras.optimizers.Optimizer}, got "
-                f"{type(optimizers).__name__}"
-            )
-        self.optimizers = self.mixed_precision.wrap(optimizers)
-        custom = isinstance(network, AbstractTfNetwork) and (
-            type(network).closure is not AbstractTfNetwork.closure
-        )
-        self.closure = type(network).closure if custom else default_closure
-        if custom and self.strategy is not None:
+            optimizer_cls = resolve_optimizer_cls(self.optimizer_cls)
+            return optim_fn(self.module, optimizer_cls, **self.optimizer_params)
+
+    def wrap_optimizers(self, optimizers: dict[str, Any]) -> dict[str, Any]:
+        return self.mixed_precision.wrap(optimizers)  # float16: LossScaleOptimizer
+
+    def prepare_training(self) -> None:
+        """The compiled steps (:mod:`epochal_tf.steps`)."""
+        if self.strategy is not None and not self.uses_default_step:
             raise ValueError(
                 f"strategy={self.strategy_name!r} runs the default training step only, but "
-                f"{type(network).__name__} has its own closure (it would have to weight its "
-                "loss by each replica's share of the global batch); train it without a strategy"
+                f"{type(self.module).__name__} has its own closure or {type(self).__name__} its "
+                "own train_step (it would have to weight its loss by each replica's share of "
+                "the global batch); train it without a strategy"
             )
-        if custom and self.on_nonfinite == "skip_batch":
-            raise ValueError(
-                f"on_nonfinite='skip_batch' needs the default training step, but "
-                f"{type(network).__name__} has its own closure, which applies its updates "
-                "itself; in your closure, skip the step yourself when the loss is not finite "
-                "(e.g. under tf.cond; on_nonfinite='raise' works with closures)"
-            )
-        if not custom and "default" not in self.optimizers:
-            raise ValueError(
-                f"the default training step uses optimizers['default'], but optim_fn returned "
-                f"{sorted(self.optimizers)}; write a closure for several optimizers"
-            )
-        if not custom and not self.losses:
-            raise ValueError(
-                "losses is empty: e.g. losses={'CE': "
-                "keras.losses.SparseCategoricalCrossentropy(from_logits=True)}"
-            )
-        overridden = isinstance(network, AbstractTfNetwork) and (
-            type(network).prepare_batch is not AbstractTfNetwork.prepare_batch
+        self.steps = CompiledSteps(
+            self,
+            run_eagerly=bool(self.backend_kwargs.get("run_eagerly", False)),
+            jit_compile=self.backend_kwargs.get("jit_compile"),
         )
-        self.prepare_batch = type(network).prepare_batch if overridden else None
-        if lr_scheduler_cls is not None:
-            self.register_callback(scheduler_callback(lr_scheduler_cls, lr_scheduler_params))
-        super()._setup()
 
-    # -- training ------------------------------------------------------------------------
+    scheduler_callback = staticmethod(scheduler_callback)
 
-    def _train_single_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
-        return self._train_epoch(batchgen, epoch)
-
-    def _train_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
-        hook, prepare, steps = self._batch_end_hook, self.prepare_batch, self.steps
+    def train_epoch(self, batches: Iterable[dict], epoch: int) -> dict[str, float]:
+        """Each batch through the compiled step; the sums read once at the epoch's end."""
+        hook, prepare, steps = self._batch_end_hook, self.network_prepare_batch, self.steps
         device = self.input_device
         steps.reset_sums()
         step = keys = None
         batch_nr = -1
         with tf.device(self.device):
-            for batch_nr, batch in enumerate(batchgen):
+            for batch_nr, batch in enumerate(batches):
                 if prepare is not None:
                     batch = prepare(batch, device, device)
                 if step is None:
@@ -330,45 +263,22 @@ class TfNetworkTrainer(AbstractNetworkTrainer):
             raise ValueError(f"epoch {epoch} received no batches from the training data")
         return steps.read_sums(epoch)
 
-    def predict(
-        self, batchgen: Iterable[dict], batch_size: int | None = None
-    ) -> tuple[np.ndarray, list[np.ndarray], dict[str, float]]:
-        """Inference (``training=False``), batches merged up to ``batch_size`` samples.
+    def evaluating(self) -> contextlib.AbstractContextManager[Any]:
+        return tf.device(self.device)
 
-        Returns ``(predictions, [labels], sample-weighted mean losses and metrics)``.
-        """
-        outputs, labels, sizes, value_sizes = [], [], [], []
-        history: dict[str, list[Any]] = {}
-        with tf.device(self.device):
-            for batch in rebatch(batchgen, batch_size):
-                prepared = batch
-                if self.prepare_batch is not None:
-                    prepared = self.prepare_batch(batch, self.input_device, self.output_device)
-                evaluate, keys = self.steps.eval_step(prepared)
-                predictions, values = evaluate(*[prepared[key] for key in keys])
-                outputs.append(predictions)
-                sizes.append(batch_length(batch))
-                if "label" not in prepared:
-                    continue
-                labels.append(np.asarray(batch["label"]))
-                value_sizes.append(sizes[-1])
-                for name, value in values.items():
-                    history.setdefault(name, []).append(value)
-        if not outputs:
-            raise ValueError("predict received no batches")
-        predictions = tf.concat([to_float32(out) for out in outputs], 0).numpy()
-        means = {}
-        if history:
-            weights = np.asarray(value_sizes, dtype=np.float64)
-            stacked = tf.stack([tf.stack(values) for values in history.values()]).numpy()
-            means = dict(
-                zip(
-                    history,
-                    (stacked.astype(np.float64) @ weights / weights.sum()).tolist(),
-                    strict=True,
-                )
-            )
-        return predictions, ([np.concatenate(labels)] if labels else []), means
+    def eval_step(self, batch: Mapping[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+        """Inference (``training=False``) in the compiled evaluation step."""
+        prepare = self.network_prepare_batch
+        prepared = batch if prepare is None else prepare(batch, self.device, self.device)
+        evaluate, keys = self.steps.eval_step(prepared)
+        predictions, values = evaluate(*[prepared[key] for key in keys])
+        return predictions, (values if "label" in prepared else None)
+
+    def stack_values(self, values: list[list[Any]]) -> np.ndarray:
+        return tf.stack([tf.stack(batch_values) for batch_values in values]).numpy()
+
+    def stack_batches(self, outputs: list[Any]) -> np.ndarray:
+        return tf.concat([to_float32(output) for output in outputs], 0).numpy()
 
     # -- checkpoint primitives (epochal.loop.backend): the core does the rest ------------
 

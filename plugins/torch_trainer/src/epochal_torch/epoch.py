@@ -10,7 +10,7 @@ import torch
 from epochal.errors import NonFiniteLossError
 from epochal_torch.nonfinite import NONFINITE_METRIC, raise_for_epoch
 
-__all__ = ["epoch_means", "finish_epoch"]
+__all__ = ["epoch_means", "finish_epoch", "stack_batch_values"]
 
 
 def epoch_means(history: dict[str, list[Any]], sizes: list[int]) -> dict[str, float]:
@@ -21,15 +21,21 @@ def epoch_means(history: dict[str, list[Any]], sizes: list[int]) -> dict[str, fl
     weights = torch.tensor(sizes, dtype=torch.float64)
     stacked = []
     for key in keys:
-        values = history[key]
-        if all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in values):
-            values = torch.stack(values)  # the usual case: one stack, not 3 ops per value
-        elif all(type(v) is float for v in values):
-            values = torch.tensor(values, dtype=torch.float64)
-        else:
-            values = torch.stack([torch.as_tensor(v).detach().reshape(()) for v in values])
-        stacked.append((values.detach().to(torch.float64).cpu() * weights).sum() / weights.sum())
+        values = stack_batch_values(history[key]).cpu()
+        stacked.append((values * weights).sum() / weights.sum())
     return dict(zip(keys, torch.stack(stacked).tolist(), strict=True))
+
+
+def stack_batch_values(values: list[Any]) -> torch.Tensor:
+    """One key's per-batch values (0-d tensors, floats...) as one float64 tensor, on the
+    device they are on (no host read)."""
+    if all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in values):
+        stacked = torch.stack(values)  # the usual case: one stack, not 3 ops per value
+    elif all(type(v) is float for v in values):
+        stacked = torch.tensor(values, dtype=torch.float64)
+    else:
+        stacked = torch.stack([torch.as_tensor(v).detach().reshape(()) for v in values])
+    return stacked.detach().to(torch.float64)
 
 
 def finish_epoch(

@@ -33,9 +33,9 @@ def check_first_batch(trainer: Any, batches: Iterable[dict]) -> Iterator[dict]:
 
 def _check(trainer: Any, batch: dict) -> None:
     losses = [
-        (name, loss) for name, loss in trainer.criterions.items() if isinstance(loss, _CLASS_LOSSES)
+        (name, loss) for name, loss in trainer.losses.items() if isinstance(loss, _CLASS_LOSSES)
     ]
-    if not losses or "label" not in batch or trainer._closure is not None:
+    if not losses or "label" not in batch or not trainer.uses_default_step:
         return
     name, loss = losses[0]
     kind = f"{type(loss).__name__} ({name!r})"

@@ -144,22 +144,7 @@ class AbstractPyTorchNetwork(torch.nn.Module):
     runs unchanged, with and without mixed precision.
     """
 
-    @staticmethod
-    def closure(
-        model: torch.nn.Module,
-        data_dict: dict[str, Any],
-        optimizers: dict[str, torch.optim.Optimizer],
-        losses: dict[str, Any],
-        metrics: dict[str, Any],
-        fold: int = 0,
-        **kwargs: Any,
-    ) -> tuple[dict[str, Any], dict[str, Any], Any]:
-        """One training step; the default is :func:`default_closure`."""
-        return default_closure(model, data_dict, optimizers, losses, metrics, fold, **kwargs)
-
-    @staticmethod
-    def prepare_batch(
-        batch: Mapping[str, Any], input_device: torch.device, output_device: torch.device
-    ) -> dict[str, Any]:
-        """Batch dict of numpy arrays -> dict of tensors on the given devices."""
-        return prepare_batch(batch, input_device, output_device)
+    #: One training step, delira's signature; the default is :func:`default_closure`.
+    closure = staticmethod(default_closure)
+    #: Batch dict of numpy arrays -> dict of tensors on the given devices.
+    prepare_batch = staticmethod(prepare_batch)

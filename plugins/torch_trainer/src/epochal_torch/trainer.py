@@ -9,22 +9,21 @@ and are read once per epoch.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from epochal.data.batching import batch_length, rebatch
-from epochal.errors import NonFiniteLossError
 from epochal.job.keys import SUPERVISED_KEYS, ConfigKey
 from epochal.loop.distributed import Collective
-from epochal.loop.supervised import MixedPrecisionArgs
-from epochal.loop.trainer import AbstractNetworkTrainer
+from epochal.loop.supervised import SupervisedTrainer
 from epochal_torch.distributed import join_processes
-from epochal_torch.epoch import epoch_means
+from epochal_torch.epoch import stack_batch_values
 from epochal_torch.io import (
     check_fits,
     read_checkpoint,
@@ -32,14 +31,20 @@ from epochal_torch.io import (
     rng_state,
     save_checkpoint,
 )
-from epochal_torch.networks import (
-    AbstractPyTorchNetwork,
-    prepare_batch,
-)
+from epochal_torch.networks import AbstractPyTorchNetwork, default_closure, prepare_batch
 from epochal_torch.optim import AMP_OPTIONS, AmpConfig, attach_amp, create_optims_default_pytorch
 from epochal_torch.training import train_epoch
 
-__all__ = ["PyTorchNetworkTrainer"]
+__all__ = ["PyTorchNetworkTrainer", "TorchOptions"]
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    """PyTorchNetworkTrainer's own parameters (see its docstring): DDP under torchrun."""
+
+    distributed: bool | None = None
+    dist_backend: str = "auto"
+    dist_timeout: float = 600.0
 
 
 def _device_for(gpu_ids: list[int]) -> torch.device:
@@ -60,7 +65,7 @@ def _device_for(gpu_ids: list[int]) -> torch.device:
     return torch.device(f"cuda:{gpu_ids[0]}")
 
 
-class PyTorchNetworkTrainer(AbstractNetworkTrainer):
+class PyTorchNetworkTrainer(SupervisedTrainer):
     """Trains a ``torch.nn.Module`` (delira's ``PyTorchNetworkTrainer`` API, name for name).
 
     Args:
@@ -89,7 +94,18 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         dist_backend: ``"auto"`` (gloo on the CPU, nccl on CUDA), ``"gloo"`` or ``"nccl"``.
         dist_timeout: seconds a rank waits for the others in a collective before it fails.
         **kwargs: passed to the network's ``closure``.
+
+    The training step is :meth:`~epochal.loop.supervised.SupervisedTrainer.train_step`: a
+    subclass overrides it to change what a batch does (see ``examples/distillation.py``).
     """
+
+    losses_parameter: ClassVar[str] = "criterions"
+    options_type: ClassVar[type] = TorchOptions
+    default_optim_fn = staticmethod(create_optims_default_pytorch)
+    network_base: ClassVar[type] = AbstractPyTorchNetwork
+    default_closure = staticmethod(default_closure)
+    mixed_precision_options: ClassVar[Mapping[str, float]] = AMP_OPTIONS
+    losses_example: ClassVar[str] = "{'CE': torch.nn.CrossEntropyLoss()}"
 
     #: What configs may name for this backend (:mod:`epochal.job.components`); any other object
     #: is named by its ``"module:attr"`` path.
@@ -163,74 +179,20 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         """Seed torch's generators (CPU and every GPU); the experiment seeds numpy and random."""
         torch.manual_seed(seed)
 
-    def __init__(
-        self,
-        network: torch.nn.Module,
-        save_path: str | os.PathLike[str] | None,
-        criterions: dict[str, Callable[..., torch.Tensor]],
-        optimizer_cls: type[torch.optim.Optimizer],
-        optimizer_params: dict[str, Any] | None = None,
-        metrics: dict[str, Callable[..., Any]] | None = None,
-        lr_scheduler_cls: Any = None,
-        lr_scheduler_params: dict[str, Any] | None = None,
-        gpu_ids: list[int] | None = None,
-        save_freq: int = 1,
-        optim_fn: Callable[..., dict[str, torch.optim.Optimizer]] = create_optims_default_pytorch,
-        fold: int = 0,
-        callbacks: Iterable[object] | None = None,
-        start_epoch: int = 1,
-        mixed_precision: bool = False,
-        mixed_precision_kwargs: dict[str, Any] | None = None,
-        on_nonfinite: str = "raise",
-        distributed: bool | None = None,
-        dist_backend: str = "auto",
-        dist_timeout: float = 600.0,
-        **kwargs: Any,
-    ) -> None:
-        self.on_nonfinite = NonFiniteLossError.check_policy(on_nonfinite)
-        self._join = {
-            "gpu_ids": list(gpu_ids or []),
-            "distributed": distributed,
-            "dist_backend": dist_backend,
-            "dist_timeout": dist_timeout,
-        }
-        super().__init__(
-            fold,
-            callbacks,
-            save_path=save_path,
-            save_freq=save_freq,
-            start_epoch=start_epoch,
-            plugin_manager=kwargs.pop("plugin_manager", None),
-        )
+    @property
+    def criterions(self) -> dict[str, Callable[..., torch.Tensor]]:
+        """delira's name of :attr:`losses`."""
+        return self.losses
+
+    # -- training primitives (epochal.loop.backend.TrainingPrimitives) ---------------------
+
+    def check_arguments(self, network: torch.nn.Module) -> None:
         if not isinstance(network, torch.nn.Module):
             raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
-        self.criterions = dict(criterions or {})
-        self.metrics = dict(metrics or {})
-        self.optimizer_cls = optimizer_cls
-        self.optimizer_params = dict(optimizer_params or {})
-        self.closure_kwargs = kwargs
-        self._labels_checked = False
-        self._setup(
-            network,
-            optim_fn,
-            lr_scheduler_cls,
-            dict(lr_scheduler_params or {}),
-            list(gpu_ids or []),
-            mixed_precision,
-            mixed_precision_kwargs,
-        )
 
-    def _setup(
-        self,
-        network: torch.nn.Module,
-        optim_fn: Callable[..., dict[str, torch.optim.Optimizer]],
-        lr_scheduler_cls: Any,
-        lr_scheduler_params: dict[str, Any],
-        gpu_ids: list[int],
-        mixed_precision: bool,
-        mixed_precision_kwargs: dict[str, Any] | None,
-    ) -> None:
-        self.collective = join_processes(**self._join)
+    def place_network(self, network: torch.nn.Module, gpu_ids: list[int]) -> torch.nn.Module:
+        """Join torchrun's processes, pick the device (one GPU a process), set up AMP."""
+        self.collective = join_processes(gpu_ids, **dataclasses.asdict(self.options))
         if self.collective.distributed:  # one GPU a process: gpu_ids[LOCAL_RANK]
             device = self.collective.device
             _device_for([device.index] if device.type == "cuda" else [])  # checks it exists
@@ -238,113 +200,73 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             device = _device_for(gpu_ids)
         self.input_device = self.output_device = device
         self.use_gpu = device.type == "cuda"
-        self.module = network.to(device)
-        optimizers = optim_fn(self.module, self.optimizer_cls, **self.optimizer_params)
-        if not isinstance(optimizers, dict) or not all(
-            isinstance(opt, torch.optim.Optimizer) for opt in optimizers.values()
-        ):
-            raise TypeError("optim_fn must return a dict {name: torch.optim.Optimizer}")
-        self.optimizers = optimizers
-        self.amp = AmpConfig.from_args(
-            MixedPrecisionArgs.parse(
-                mixed_precision, mixed_precision_kwargs, AMP_OPTIONS, type(self).__name__
-            ),
-            device,
-        )
+        self.amp = AmpConfig.from_args(self.precision, device)
         self.scaler = self.amp.make_scaler()
-        for optimizer in self.optimizers.values():
+        self._labels_checked = False
+        return network.to(device)
+
+    def wrap_optimizers(self, optimizers: dict[str, Any]) -> dict[str, Any]:
+        for optimizer in optimizers.values():  # delira's scale_loss; step() via the scaler
             attach_amp(optimizer, self.scaler)
-        custom = isinstance(network, AbstractPyTorchNetwork) and (
-            type(network).closure is not AbstractPyTorchNetwork.closure
-        )
-        self._closure = type(network).closure if custom else None
-        if custom and self.on_nonfinite == "skip_batch":
-            raise ValueError(
-                f"on_nonfinite='skip_batch' needs the default training step, but "
-                f"{type(network).__name__} has its own closure, which takes its optimizer steps "
-                "itself; in your closure, skip the step yourself when the loss is not finite "
-                "(on_nonfinite='raise' works with closures)"
-            )
-        if self.collective.distributed and self.on_nonfinite == "skip_batch":
+        return optimizers
+
+    def prepare_training(self) -> None:
+        """Under torchrun, ``train_module`` is the network in ``DistributedDataParallel``
+        (which averages gradients over the ranks); ``module`` stays the bare network, which
+        checkpoints, predict and the best model use (so a checkpoint loads anywhere)."""
+        self._prepare = self.network_prepare_batch or prepare_batch
+        if not self.collective.distributed:
+            return
+        if self.on_nonfinite == "skip_batch":
             raise ValueError(
                 "on_nonfinite='skip_batch' is not supported in distributed training: every rank "
                 "would have to agree on each skipped batch. Use on_nonfinite='raise'"
             )
-        #: What trains: the network, or its DistributedDataParallel wrapper (which averages
-        #: gradients over the ranks). ``module`` stays the bare network: checkpoints, predict
-        #: and the best model use it, so a checkpoint loads with any number of processes.
-        self.train_module: torch.nn.Module = self.module
-        if self.collective.distributed:
-            from torch.nn.parallel import DistributedDataParallel
+        from torch.nn.parallel import DistributedDataParallel
 
-            self.train_module = DistributedDataParallel(
-                self.module, device_ids=[device.index] if device.type == "cuda" else None
-            )
-        if not custom and "default" not in self.optimizers:
-            raise ValueError(
-                f"the default training step uses optimizers['default'], but optim_fn returned "
-                f"{sorted(self.optimizers)}; write a closure for several optimizers"
-            )
-        if not custom and self.closure_kwargs:
-            raise TypeError(
-                f"PyTorchNetworkTrainer got unexpected arguments {sorted(self.closure_kwargs)}: "
-                "extra keyword arguments go to the network's closure, and "
-                f"{type(network).__name__} has none (subclass AbstractPyTorchNetwork to write one)"
-            )
-        if not custom and not self.criterions:
-            raise ValueError(
-                "criterions is empty: e.g. criterions={'CE': torch.nn.CrossEntropyLoss()}"
-            )
-        self._prepare = (
-            type(network).prepare_batch
-            if isinstance(network, AbstractPyTorchNetwork)
-            else prepare_batch
+        device = self.input_device
+        self.train_module = DistributedDataParallel(
+            self.module, device_ids=[device.index] if device.type == "cuda" else None
         )
-        if lr_scheduler_cls is not None:
-            self.register_callback(_scheduler_callback(lr_scheduler_cls, lr_scheduler_params))
-        super()._setup()
 
-    # -- training ------------------------------------------------------------------------
+    @staticmethod
+    def scheduler_callback(scheduler_cls: Any, params: dict[str, Any]) -> object:
+        """``lr_scheduler_cls``, run by :class:`~epochal_torch.schedulers.TorchLRScheduler`."""
+        from epochal_torch.schedulers import TorchLRScheduler
 
-    def _train_single_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
+        return TorchLRScheduler(scheduler_cls, **params)
+
+    def train_epoch(self, batches: Iterable[dict], epoch: int) -> dict[str, float]:
         """One epoch (the loops: :mod:`epochal_torch.training`); the epoch's means."""
-        return train_epoch(self, batchgen, epoch)
+        return train_epoch(self, batches, epoch)
 
-    def predict(
-        self, batchgen: Iterable[dict], batch_size: int | None = None
-    ) -> tuple[np.ndarray, list[np.ndarray], dict[str, float]]:
-        """Eval mode, ``torch.inference_mode``, autocast with AMP; batches merged up to
-        ``batch_size`` samples. Returns ``(predictions, [labels], mean losses and metrics)``."""
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode, ``torch.inference_mode``, autocast with AMP; the mode restored after."""
         model = self.module
         was_training = model.training
         model.eval()
-        outputs, labels, sizes = [], [], []
-        history: dict[str, list[Any]] = {}
         try:
             with torch.inference_mode(), self.amp.autocast():
-                for batch in rebatch(batchgen, batch_size):
-                    data_dict = self._prepare(batch, self.input_device, self.output_device)
-                    predictions = model(data_dict["data"])
-                    outputs.append(predictions)
-                    sizes.append(batch_length(batch))
-                    if "label" not in data_dict:
-                        continue
-                    label = data_dict["label"]
-                    labels.append(np.asarray(batch["label"]))
-                    for name, criterion in self.criterions.items():
-                        history.setdefault(name, []).append(criterion(predictions, label).float())
-                    for name, metric in self.metrics.items():
-                        history.setdefault(name, []).append(metric(predictions, label))
+                yield
         finally:
             model.train(was_training)
-        if not outputs:
-            raise ValueError("predict received no batches")
-        predictions = torch.cat([out.float() for out in outputs]).cpu().numpy()
-        return (
-            predictions,
-            ([np.concatenate(labels)] if labels else []),
-            epoch_means(history, sizes),
-        )
+
+    def eval_step(self, batch: Mapping[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+        data_dict = self._prepare(batch, self.input_device, self.output_device)
+        predictions = self.module(data_dict["data"])
+        if "label" not in data_dict:
+            return predictions, None
+        label = data_dict["label"]
+        values = {name: loss(predictions, label).float() for name, loss in self.losses.items()}
+        values.update({name: fn(predictions, label) for name, fn in self.metrics.items()})
+        return predictions, values
+
+    def stack_values(self, values: list[list[Any]]) -> np.ndarray:
+        return torch.stack([stack_batch_values(v) for v in values]).cpu().numpy()
+
+    def stack_batches(self, outputs: list[Any]) -> np.ndarray:
+        return torch.cat([out.float() for out in outputs]).cpu().numpy()
 
     # -- checkpoint primitives (epochal.loop.backend): the core does the rest ------------
 
@@ -375,10 +297,3 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             self.scaler.load_state_dict(state["scaler"])
         if state.get("rng"):
             restore_rng_state(state["rng"])
-
-
-def _scheduler_callback(scheduler_cls: Any, params: dict[str, Any]) -> object:
-    """delira's ``lr_scheduler_cls``: served by this package's ``TorchLRScheduler``."""
-    from epochal_torch.schedulers import TorchLRScheduler
-
-    return TorchLRScheduler(scheduler_cls, **params)

@@ -16,7 +16,7 @@ from epochal_torch.epoch import finish_epoch
 from epochal_torch.labels import check_first_batch
 from epochal_torch.networks import prepare_batch, supervised_step, to_tensor
 
-__all__ = ["closure_step", "train_epoch", "train_plain_epoch"]
+__all__ = ["custom_step", "train_epoch", "train_plain_epoch"]
 
 
 def train_epoch(trainer: Any, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
@@ -26,19 +26,19 @@ def train_epoch(trainer: Any, batchgen: Iterable[dict], epoch: int) -> dict[str,
         trainer._labels_checked = True
         batchgen = check_first_batch(trainer, batchgen)
     if (
-        trainer._closure is None
+        trainer.uses_default_step
         and trainer._prepare is prepare_batch
         and trainer._batch_end_hook is None
         and trainer.scaler is None
         and not trainer.amp.enabled
         and not trainer.metrics
-        and len(trainer.criterions) == 1
+        and len(trainer.losses) == 1
     ):
         return train_plain_epoch(trainer, batchgen, epoch)  # the common case, ~5% faster
     model, optimizer = trainer.train_module, trainer.optimizers.get("default")
-    criterions, metrics = trainer.criterions, trainer.metrics
+    criterions, metrics = trainer.losses, trainer.metrics
     model.train()
-    hook, scaler, closure = trainer._batch_end_hook, trainer.scaler, trainer._closure
+    hook, scaler, default = trainer._batch_end_hook, trainer.scaler, trainer.uses_default_step
     autocast = trainer.amp.autocast if trainer.amp.enabled else None
     # No loss read per batch (DESIGN §4), unless skip_batch must decide before each update;
     # with "raise" the epoch's end finds a non-finite batch (epochal_torch.nonfinite).
@@ -49,12 +49,12 @@ def train_epoch(trainer: Any, batchgen: Iterable[dict], epoch: int) -> dict[str,
     skipped, batch_nr = 0, -1
     for batch_nr, batch in enumerate(batchgen):
         data_dict = trainer._prepare(batch, trainer.input_device, trainer.output_device)
-        if closure is None:
+        if default:
             metric_vals, loss_vals, _, stepped = supervised_step(
                 model, data_dict, optimizer, criterions, metrics, autocast, scaler, skip
             )
         else:
-            metric_vals, loss_vals = closure_step(trainer, data_dict, autocast)
+            loss_vals, metric_vals = custom_step(trainer, data_dict, autocast)
             stepped = True
         if not loss_names:
             loss_names = tuple(loss_vals)
@@ -81,25 +81,15 @@ def train_epoch(trainer: Any, batchgen: Iterable[dict], epoch: int) -> dict[str,
     )
 
 
-def closure_step(
+def custom_step(
     trainer: Any, data_dict: dict[str, Any], autocast: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A custom closure's step: ``(metric_vals, loss_vals)``."""
-    closure, kwargs = trainer._closure, trainer.closure_kwargs
-    args = (
-        trainer.train_module,
-        data_dict,
-        trainer.optimizers,
-        trainer.criterions,
-        trainer.metrics,
-        trainer.fold,
-    )
+    """``trainer.train_step`` (a closure, or a subclass's own step): ``(losses, metrics)``.
+    A custom step does its own backward: with AMP, autocast has to enclose it all."""
     if autocast is None:
-        metric_vals, loss_vals, _ = closure(*args, **kwargs)
-    else:  # a custom step does its own backward: autocast has to enclose it all
-        with autocast():
-            metric_vals, loss_vals, _ = closure(*args, **kwargs)
-    return metric_vals, loss_vals
+        return trainer.train_step(data_dict)
+    with autocast():
+        return trainer.train_step(data_dict)
 
 
 def train_plain_epoch(trainer: Any, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
