@@ -97,6 +97,22 @@ def test_a_third_party_backend_declares_its_own_keys():
         ConfigKey("float")
 
 
+def test_a_backend_checks_a_value_itself_when_the_config_loads():
+    def one_device(ids: list[int]) -> None:
+        if len(ids) > 1:
+            raise ValueError(f"gpu_ids={ids}: one trainer drives one device")
+
+    base = _trainer("torch")
+
+    class OneDevice(base):  # type: ignore[misc, valid-type]
+        config_keys = {"gpu_ids": ConfigKey("list", items="integer", check_value=one_device)}
+
+    check_trainer_keys({"training": {"gpu_ids": [0]}}, OneDevice)
+    with pytest.raises(ConfigError) as info:
+        check_trainer_keys({"training": {"gpu_ids": [0, 1]}}, OneDevice)
+    assert str(info.value) == "training.gpu_ids: gpu_ids=[0, 1]: one trainer drives one device"
+
+
 def test_callbacks_ask_for_what_the_job_knows():
     config = {
         "callbacks": {

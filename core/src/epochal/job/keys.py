@@ -12,7 +12,7 @@ so that ``training.devices = [-1]`` is refused with the key's name before anythi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -68,6 +68,9 @@ class ConfigKey:
         meaning: what a right value is, shown when the value is wrong ("a list of ...").
         requires: a key of the same table that must be set when this one is.
         fix: how to set ``requires`` (shown with it), e.g. ``"name it, e.g. x = 'y'"``.
+        check_value: the backend's own check of a value of the right type (e.g. that a device
+            exists), called when the config loads; its ``ValueError`` or ``TypeError`` becomes
+            the key's error, so that no error of the trainer's has to be traced back to a key.
     """
 
     type: str
@@ -76,6 +79,7 @@ class ConfigKey:
     meaning: str = ""
     requires: str | None = None
     fix: str = ""
+    check_value: Callable[[Any], object] | None = None
 
     def __post_init__(self) -> None:
         for kind in (self.type, self.items):
@@ -100,6 +104,11 @@ class ConfigKey:
             required = f"{parent}.{self.requires}" if parent else self.requires
             fix = f": {self.fix}" if self.fix else ""
             raise ConfigError(f"{key} is set but {required} is not{fix}")
+        if self.check_value is not None:
+            try:
+                self.check_value(value)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{key}: {exc}") from None
 
 
 #: The keys of delira's supervised trainer arguments that a config may set, for a trainer that
