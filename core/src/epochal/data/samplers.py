@@ -258,8 +258,8 @@ class ShardedSampler(AbstractSampler):
     ``num_replicas``-th index from ``rank``; so the samples of step ``j`` on all ranks are
     together the ``j``-th block of ``num_replicas * batch_size`` of the global order: the
     batch one process would take with that global batch size. With ``even`` the order is
-    first padded with its own start to a multiple of ``num_replicas`` (as
-    ``torch.utils.data.DistributedSampler`` does), so every rank takes the same number of
+    first padded with its own start to a multiple of ``num_replicas`` (as PyTorch's
+    ``DistributedSampler`` does), so every rank takes the same number of
     steps, which data-parallel training needs; without it (validation) no sample is repeated.
     """
 

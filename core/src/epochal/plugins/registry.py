@@ -3,7 +3,7 @@
 A registry is rebuilt on every call from the plugins registered at that moment,
 so registering or removing a plugin needs no cache invalidation. Entries may be
 objects or ``"module:attr"`` strings; strings are imported only on lookup, which
-keeps ``epochal plugins`` free of torch and tensorflow.
+keeps ``epochal plugins`` free of every framework's import.
 """
 
 from __future__ import annotations
@@ -151,12 +151,12 @@ def _add(entries: dict[str, RegistryEntry], entry: RegistryEntry) -> None:
 
 
 def trainers(manager: EpochalPluginManager | None = None) -> Registry:
-    """The trainer registry (backends such as ``"torch"``, ``"tf"``, ``"numpy"``)."""
+    """The trainer registry (backend names, such as the example's ``"numpy"``)."""
     return _build("trainer", "epochal_register_trainers", manager)
 
 
 def callbacks(manager: EpochalPluginManager | None = None) -> Registry:
-    """The callback registry (``"early_stopping"``, ...)."""
+    """The callback registry (callback names, as a ``[callbacks]`` table uses them)."""
     return _build("callback", "epochal_register_callbacks", manager)
 
 

@@ -3,12 +3,12 @@
 A checkpoint keeps what plugins return from ``epochal_state_dict`` (and callbacks from
 ``state_dict()``) next to the weights. Every backend holds plain data: ``None``, ``bool``,
 ``int``, ``float``, ``str``, and lists, tuples and dicts (with ``str`` keys) of those; a
-backend declares what else its files hold (``checkpoint_value_types`` on its trainer: torch
-keeps its tensors and ``bytes``). Anything else would make the file unloadable (torch reads
-with ``weights_only=True``, which refuses a ``numpy.float64`` as much as an ``object()``) or
+backend declares what else its files hold (``checkpoint_value_types`` on its trainer, e.g. its
+tensors and ``bytes``). Anything else would make the file unloadable (a safe loader such as
+PyTorch's ``weights_only`` one refuses a ``numpy.float64`` as much as an ``object()``) or
 fail the write, so the trainer checks the state before a file is touched and names the plugin
 and the path of the bad value. Types are checked exactly: a subclass of ``float`` such as
-``numpy.float64`` is not a float to ``torch.load``.
+``numpy.float64`` is not a float to such a loader.
 """
 
 from __future__ import annotations

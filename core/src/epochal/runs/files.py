@@ -149,7 +149,7 @@ def _naming(exc: OSError, target: str) -> OSError:
 
 def os_error_in(exc: BaseException | None) -> OSError | None:
     """The :class:`OSError` behind ``exc``: ``exc`` itself, else the first one in its
-    ``__cause__``/``__context__`` chain (``torch.save`` turns a failed write into a
+    ``__cause__``/``__context__`` chain (PyTorch's ``save`` turns a failed write into a
     ``RuntimeError`` about the zip position, with the ``OSError`` as its context)."""
     seen = set()
     while exc is not None and id(exc) not in seen:

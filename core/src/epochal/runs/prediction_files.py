@@ -6,7 +6,7 @@ A file is checked against the run's own training samples before the model sees i
 sample shape, a dtype of the same kind (floats for a model trained on floats), finite values,
 whole-number labels in range of the run's classes, and for a CSV every cell a number. Each
 problem is one :class:`~epochal.errors.DataError` naming the file, the sample (or line and
-column) and what is allowed, instead of a shape error from deep inside torch, a NaN that
+column) and what is allowed, instead of a shape error from deep inside the framework, a NaN that
 silently became a prediction, or a label that became -9223372036854775808.
 """
 
