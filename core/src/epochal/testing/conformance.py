@@ -43,6 +43,7 @@ __all__ = [
     "conformance_backend",
     "conformance_data",
     "differences",
+    "half_run",
     "network_weights",
     "resumed_run",
     "straight_run",
@@ -309,14 +310,24 @@ def straight_run(epochal_backend: Backend, conformance_data: _Data, tmp_path_fac
     return _Run(trainer, folder)
 
 
-@pytest.fixture(scope="module", params=[0, 2], ids=["0-workers", "2-workers"])
-def resumed_run(epochal_backend: Backend, conformance_data: _Data, tmp_path_factory, request):
-    """The straight run's first 2 epochs, then a new trainer (seed 99, so other initial weights
-    and RNG states, as in a new process) resumed from its ``checkpoint_last`` to epoch 4 with 0
-    or 2 data worker processes (the batches are the same)."""
-    folder = tmp_path_factory.mktemp(f"resumed-{request.param}")
+@pytest.fixture(scope="module")
+def half_run(epochal_backend: Backend, conformance_data: _Data, tmp_path_factory) -> Path:
+    """The straight run's first 2 epochs, as a run of its own: its run folder."""
+    folder = tmp_path_factory.mktemp("half")
     first = epochal_backend.make_trainer(folder, seed=1, network="random", save_freq=2)
     first.train(EPOCHS // 2, *conformance_data.managers(), val_score_key="accuracy")
+    return folder
+
+
+@pytest.fixture(scope="module", params=[0, 2], ids=["0-workers", "2-workers"])
+def resumed_run(
+    epochal_backend: Backend, conformance_data: _Data, half_run: Path, tmp_path_factory, request
+) -> _Run:
+    """:func:`half_run` resumed by a new trainer (seed 99, so other initial weights and RNG
+    states, as in a new process) from its ``checkpoint_last`` to epoch 4, with 0 or 2 data
+    worker processes (the batches are the same)."""
+    folder = tmp_path_factory.mktemp(f"resumed-{request.param}")
+    shutil.copytree(half_run, folder, dirs_exist_ok=True)
     train, valid = conformance_data.managers(workers=request.param)
     resumed = epochal_backend.make_trainer(folder, seed=99, network="random", save_freq=2)
     resumed.update_state(str(folder / "checkpoint_last"))
@@ -346,10 +357,10 @@ def test_checkpoint_files_and_contents(straight_run: _Run) -> None:
     assert best["epoch"] == trainer.best_epoch
 
 
-def test_the_same_seed_trains_the_same_checkpoint(straight_run: _Run, resumed_run: _Run) -> None:
+def test_the_same_seed_trains_the_same_checkpoint(straight_run: _Run, half_run: Path) -> None:
     load = type(straight_run.trainer).load_state
     ours = load(str(straight_run.folder / "checkpoint_epoch_2"))
-    theirs = load(str(resumed_run.folder / "checkpoint_epoch_2"))  # seed 1 for 2 epochs too
+    theirs = load(str(half_run / "checkpoint_epoch_2"))  # seed 1 for 2 epochs too
     assert differences(ours, theirs) == []  # weights, optimizers, RNG states: bit for bit
 
 
