@@ -137,6 +137,25 @@ def test_hook_epochal_register_samplers(register_epochal_plugin):
     assert next(iter(manager.get_batchgen()))["data"].tolist() == [4, 3, 2, 1, 0]
 
 
+def test_hook_epochal_register_default_job(register_epochal_plugin):
+    from epochal.job.backends import default_backend, default_job
+
+    class Preferred:
+        @hookimpl(tryfirst=True)
+        def epochal_register_default_job(self, job):
+            job["experiment"].setdefault("backend", "numpy")
+            job["callbacks"].setdefault("timer", {})
+
+    before = default_job()
+    assert before["experiment"]["backend"] != "numpy"  # the installed backends' choice
+    register_epochal_plugin(Preferred())
+    job = default_job()
+    assert job["experiment"]["backend"] == "numpy"  # tryfirst: its setdefault comes first
+    assert job["callbacks"]["timer"] == {}
+    assert set(before["callbacks"]) <= set(job["callbacks"])  # the others still add theirs
+    assert default_backend() == "numpy"
+
+
 def test_hook_epochal_register_commands(epochal_plugin_manager):
     class Commands:
         @hookimpl
