@@ -30,9 +30,16 @@ import numpy as np
 
 from epochal.data.batching import batch_length, rebatch
 from epochal.errors import NonFiniteLossError
+from epochal.job.keys import SUPERVISED_KEYS, ConfigKey
 from epochal.loop.trainer import AbstractNetworkTrainer
 
-__all__ = ["APEX_KEYS", "MixedPrecisionArgs", "NoOptions", "SupervisedTrainer"]
+__all__ = [
+    "APEX_KEYS",
+    "MixedPrecisionArgs",
+    "NoOptions",
+    "SupervisedTrainer",
+    "component_table",
+]
 
 #: delira's apex options: accepted with a warning (epochal uses the framework's own AMP).
 APEX_KEYS = frozenset({"allow_banned", "enable_caching", "verbose", "opt_level"})
@@ -100,6 +107,21 @@ class MixedPrecisionArgs:
         )
 
 
+def component_table(**kinds: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """A backend's ``components`` (what configs may name, :mod:`epochal.job.components`),
+    written compactly: for each kind, ``{module: "name=attr name=attr attr"}`` (an ``attr``
+    alone is also its name). E.g. ``component_table(optimizers={"torch.optim": "Adam SGD"})``
+    is ``{"optimizers": {"Adam": "torch.optim:Adam", "SGD": "torch.optim:SGD"}}``."""
+    table: dict[str, dict[str, str]] = {}
+    for kind, modules in kinds.items():
+        entries = table.setdefault(kind, {})
+        for module, names in modules.items():
+            for entry in names.split():
+                name, _, attr = entry.rpartition("=")
+                entries[name or attr] = f"{module}:{attr}"
+    return table
+
+
 @dataclasses.dataclass(frozen=True)
 class NoOptions:
     """A backend without parameters of its own (see :attr:`SupervisedTrainer.options_type`)."""
@@ -160,11 +182,37 @@ class SupervisedTrainer(AbstractNetworkTrainer):
     #: An example of the losses argument, for the error an empty one gets.
     losses_example: ClassVar[str] = "{'CE': ...}"
 
+    #: The ``training.`` keys a config may set for this trainer (:mod:`epochal.job.keys`).
+    config_keys: ClassVar[Mapping[str, ConfigKey]] = SUPERVISED_KEYS
+
+    @classmethod
+    def options_of(cls, trainer_kwargs: Mapping[str, Any]) -> Any:
+        """The :attr:`options_type` the keyword arguments ``trainer_kwargs`` would give."""
+        fields = dataclasses.fields(cls.options_type)
+        return cls.options_type(
+            **{f.name: trainer_kwargs[f.name] for f in fields if f.name in trainer_kwargs}
+        )
+
+    @classmethod
+    def precision_of(cls, trainer_kwargs: Mapping[str, Any]) -> MixedPrecisionArgs:
+        """The mixed-precision arguments of ``trainer_kwargs``, checked (without the warnings
+        the trainer itself gives): for checks before a trainer is built."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return MixedPrecisionArgs.parse(
+                trainer_kwargs.get("mixed_precision", False),
+                trainer_kwargs.get("mixed_precision_kwargs"),
+                cls.mixed_precision_options,
+            )
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         declares = {"losses_parameter", "options_type", "default_optim_fn"} & set(vars(cls))
         if declares and "__init__" not in vars(cls):
             cls.__init__ = _constructor(cls)  # type: ignore[method-assign]
+        name = cls.losses_parameter
+        if name != "losses" and not hasattr(cls, name):  # e.g. torch's ``trainer.criterions``
+            setattr(cls, name, property(lambda self: self.losses, doc="delira's name of losses"))
 
     def __init__(
         self,
@@ -187,9 +235,10 @@ class SupervisedTrainer(AbstractNetworkTrainer):
         on_nonfinite: str = "raise",
         **kwargs: Any,
     ) -> None:
-        fields = {field.name for field in dataclasses.fields(self.options_type)}
         #: The backend's own parameters (an instance of :attr:`options_type`).
-        self.options = self.options_type(**{k: kwargs.pop(k) for k in fields if k in kwargs})
+        self.options = self.options_of(kwargs)
+        for field in dataclasses.fields(self.options_type):
+            kwargs.pop(field.name, None)
         #: The keys of :attr:`backend_kwargs_names` given in ``**kwargs``.
         self.backend_kwargs = {k: kwargs.pop(k) for k in self.backend_kwargs_names if k in kwargs}
         self.on_nonfinite = NonFiniteLossError.check_policy(on_nonfinite)

@@ -19,7 +19,7 @@ train metric ``nonfinite_batches``, present in every epoch of such a run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,6 +108,39 @@ class CompiledSteps:
         if self._signature is None:
             self._signature = _specs(batch)
         return self._train_for(self._signature, with_outputs)
+
+    def run_epoch(
+        self, batches: Iterable[Mapping[str, Any]], epoch: int, prepare: Callable | None = None
+    ) -> dict[str, float]:
+        """The trainer's epoch over ``batches`` (each through ``prepare`` first, when given):
+        the compiled step for every batch, the batch-end hook when one is registered, then
+        the sums read once (:meth:`read_sums`)."""
+        trainer = self.trainer
+        hook, device = trainer._batch_end_hook, trainer.input_device
+        self.reset_sums()
+        step = keys = None
+        batch_nr = -1
+        for batch_nr, batch in enumerate(batches):
+            if prepare is not None:
+                batch = prepare(batch, device, device)
+            if step is None:
+                step, keys = self.train_step(batch, hook is not None)
+            try:
+                outputs = step(*[batch[key] for key in keys])
+            except (TypeError, ValueError) as exc:
+                # the batch does not fit the traced signature (other keys, or other shapes
+                # besides the batch dimension): one wider signature, then carry on
+                step, keys = self.retrace_for(batch, hook is not None, exc)
+                outputs = step(*[batch[key] for key in keys])
+            if hook is not None:
+                loss_vals, metric_vals = outputs
+                hook(
+                    trainer=trainer, epoch=epoch, batch_nr=batch_nr, losses=loss_vals,
+                    metrics=metric_vals,
+                )  # fmt: skip
+        if batch_nr < 0:
+            raise ValueError(f"epoch {epoch} received no batches from the training data")
+        return self.read_sums(epoch)
 
     def retrace_for(
         self, batch: Mapping[str, Any], with_outputs: bool, error: BaseException

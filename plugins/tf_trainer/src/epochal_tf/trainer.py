@@ -1,16 +1,13 @@
 """TfNetworkTrainer: delira's TensorFlow trainer on epochal's loop, on TF2 / Keras 3.
 
-The core (``AbstractNetworkTrainer.train``) runs the epochs, validation, best-model tracking,
-checkpoint scheduling and hooks; this class does one epoch, prediction and checkpoint I/O.
-The training step (the network's ``closure``) is compiled once with ``tf.function``, with the
-batch dimension left open, so a last partial batch does not trace it again. Losses and metrics
-are added up in TensorFlow variables inside the step and read once per epoch.
+The core (:class:`~epochal.loop.supervised.SupervisedTrainer`) does all but the framework's
+primitives. The training step is compiled once with ``tf.function`` (:mod:`epochal_tf.steps`),
+the batch dimension left open; losses and metrics are summed in the graph, read once an epoch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -18,30 +15,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from epochal.job.keys import SUPERVISED_KEYS, ConfigKey
 from epochal.loop.distributed import Collective
-from epochal.loop.supervised import MixedPrecisionArgs, SupervisedTrainer
+from epochal.loop.supervised import SupervisedTrainer, component_table
+from epochal_tf import optim, strategies
 from epochal_tf._tf import keras, tf
 from epochal_tf.devices import device_for
 from epochal_tf.io import check_fits, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from epochal_tf.metrics import check_metrics
 from epochal_tf.networks import AbstractTfNetwork, default_closure, to_float32
-from epochal_tf.optim import (
-    PRECISION_OPTIONS,
-    MixedPrecision,
-    build_optimizers,
-    create_optims_default_tf,
-    resolve_optimizer_cls,
-    scheduler_callback,
-)
 from epochal_tf.steps import CompiledSteps
-from epochal_tf.strategies import (
-    check_strategy,
-    distribute_variables,
-    host_device,
-    join_workers,
-    make_strategy,
-)
 
 __all__ = ["TfNetworkTrainer", "TfOptions"]
 
@@ -60,7 +42,6 @@ class TfNetworkTrainer(SupervisedTrainer):
         network: an :class:`AbstractTfNetwork` (its ``closure`` is the training step) or any
             ``keras.Model`` (the default step: ``data`` -> network -> every loss on ``label``,
             summed, gradients applied by ``optimizers["default"]``).
-        save_path: run folder for checkpoints (``None``: keep the best weights in memory).
         losses: ``{name: loss(y_true, y_pred)}``, Keras losses or functions.
         optimizer_cls, optimizer_params: a Keras optimizer class (or name, ``"adam"``) and its
             arguments.
@@ -69,10 +50,8 @@ class TfNetworkTrainer(SupervisedTrainer):
         lr_scheduler_cls, lr_scheduler_params: an epoch rule of :mod:`epochal_tf.schedulers`
             (``StepDecay``, ``CosineDecay``, ``WarmUp``, ``ReduceOnPlateau``; class or name such
             as ``"tf_step_decay"``) and its arguments.
-        gpu_ids: ``[]`` for the CPU, ``[i]`` for GPU ``i``.
-        save_freq: write ``checkpoint_epoch_<n>.tf.npz`` every ``save_freq`` epochs.
-        optim_fn: ``optim_fn(network, optimizer_cls, **optimizer_params) -> {name: optimizer}``.
-        fold, callbacks, start_epoch: as in :class:`AbstractNetworkTrainer`.
+        save_path, gpu_ids (``[i]``: GPU ``i``), save_freq, optim_fn, fold, callbacks,
+            start_epoch: as in :class:`~epochal.loop.supervised.SupervisedTrainer`.
         mixed_precision: compute in 16 bits (``mixed_bfloat16`` on the CPU, ``mixed_float16``
             with loss scaling on a GPU), for this network only.
         mixed_precision_kwargs: ``dtype``, ``initial_scale``, ``dynamic_growth_steps``,
@@ -88,13 +67,16 @@ class TfNetworkTrainer(SupervisedTrainer):
             ``batch_size`` is per process.
         **kwargs: ``run_eagerly=True`` (debugging: no ``tf.function``), ``jit_compile=True``
             (XLA); the rest is passed to the network's ``closure``.
+
+    The training step is :meth:`~epochal.loop.supervised.SupervisedTrainer.train_step`, which
+    the compiled step runs: a subclass overrides it to change what a batch does.
     """
 
     options_type: ClassVar[type] = TfOptions
-    default_optim_fn = staticmethod(create_optims_default_tf)
+    default_optim_fn = staticmethod(optim.create_optims_default_tf)
     network_base: ClassVar[type] = AbstractTfNetwork
     default_closure = staticmethod(default_closure)
-    mixed_precision_options: ClassVar[Mapping[str, float]] = PRECISION_OPTIONS
+    mixed_precision_options: ClassVar[Mapping[str, float]] = optim.PRECISION_OPTIONS
     backend_kwargs_names: ClassVar[frozenset[str]] = frozenset({"run_eagerly", "jit_compile"})
     losses_example: ClassVar[str] = (
         "{'CE': keras.losses.SparseCategoricalCrossentropy(from_logits=True)}"
@@ -102,39 +84,21 @@ class TfNetworkTrainer(SupervisedTrainer):
 
     #: What configs may name for this backend (:mod:`epochal.job.components`): the torch backend's
     #: names with Keras meanings, so that one config serves both.
-    components: ClassVar[dict[str, dict[str, str]]] = {
-        "models": {"mlp": "epochal_tf.models:MLP", "cnn": "epochal_tf.models:SmallCNN"},
-        "losses": {
-            "cross_entropy": "epochal_tf.metrics:CrossEntropy",
-            "bce_with_logits": "keras.losses:BinaryCrossentropy",
-            "mse": "keras.losses:MeanSquaredError",
-            "l1": "keras.losses:MeanAbsoluteError",
-            "smooth_l1": "keras.losses:Huber",
+    components: ClassVar[dict[str, dict[str, str]]] = component_table(
+        models={"epochal_tf.models": "mlp=MLP cnn=SmallCNN"},
+        losses={
+            "epochal_tf.metrics": "cross_entropy=CrossEntropy",
+            "keras.losses": "bce_with_logits=BinaryCrossentropy mse=MeanSquaredError"
+            " l1=MeanAbsoluteError smooth_l1=Huber",
         },
-        "metrics": {"accuracy": "epochal_tf.metrics:accuracy"},
-        "optimizers": {
-            name: f"keras.optimizers:{name}"
-            for name in (
-                "Adam",
-                "AdamW",
-                "SGD",
-                "RMSprop",
-                "Adagrad",
-                "Adadelta",
-                "Adamax",
-                "Nadam",
-                "Lion",
-            )
+        metrics={"epochal_tf.metrics": "accuracy"},
+        optimizers={
+            "keras.optimizers": "Adam AdamW SGD RMSprop Adagrad Adadelta Adamax Nadam Lion"
         },
-    }
+    )
     #: Modules whose loss and metric functions a config may name by path (:mod:`epochal.job.trust`).
-    function_modules: ClassVar[tuple[str, ...]] = (
-        "keras.losses",
-        "keras.metrics",
-        "keras.ops",
-        "keras.src.losses",
-        "keras.src.metrics",
-        "keras.src.ops",
+    function_modules: ClassVar[tuple[str, ...]] = tuple(
+        f"keras.{src}{kind}" for src in ("", "src.") for kind in ("losses", "metrics", "ops")
     )
 
     @classmethod
@@ -148,8 +112,6 @@ class TfNetworkTrainer(SupervisedTrainer):
         }.get(kind, ())
 
     single_process_kwargs: ClassVar[Mapping[str, Any]] = MappingProxyType({"strategy": None})
-    #: The ``training.`` keys a config may set for this trainer, checked when it is loaded.
-    config_keys: ClassVar[Mapping[str, ConfigKey]] = SUPERVISED_KEYS
 
     @classmethod
     def distributed_collective(cls, **trainer_kwargs: Any) -> Collective:
@@ -157,18 +119,10 @@ class TfNetworkTrainer(SupervisedTrainer):
         (:mod:`epochal_tf.distributed`); this process alone otherwise. Checks the strategy
         arguments first, so that a bad one stops the run before its folder exists."""
         gpu_ids = list(trainer_kwargs.get("gpu_ids") or [])
-        with warnings.catch_warnings():  # the trainer itself warns about its arguments
-            warnings.simplefilter("ignore")
-            mixed_precision = MixedPrecision.from_args(
-                MixedPrecisionArgs.parse(
-                    trainer_kwargs.get("mixed_precision", False),
-                    trainer_kwargs.get("mixed_precision_kwargs"),
-                    PRECISION_OPTIONS,
-                ),
-                bool(gpu_ids),
-            )
-        strategy = check_strategy(trainer_kwargs.get("strategy"), mixed_precision, trainer_kwargs)
-        return join_workers(strategy, gpu_ids)
+        precision = optim.MixedPrecision.from_args(cls.precision_of(trainer_kwargs), bool(gpu_ids))
+        name = cls.options_of(trainer_kwargs).strategy
+        strategy = strategies.check_strategy(name, precision, trainer_kwargs)
+        return strategies.join_workers(strategy, gpu_ids)
 
     @staticmethod
     def set_seed(seed: int) -> None:
@@ -188,17 +142,17 @@ class TfNetworkTrainer(SupervisedTrainer):
     def place_network(self, network: keras.Model, gpu_ids: list[int]) -> keras.Model:
         """One device, or a strategy's (whose mirrored variables the network's become); the
         mixed-precision policy on the network's layers."""
-        self.strategy_name = check_strategy(self.options.strategy)
+        self.strategy_name = strategies.check_strategy(self.options.strategy)
         #: The ``tf.distribute`` strategy the step runs under (``None``: one device).
         self.strategy: Any = None
-        self.mixed_precision = MixedPrecision.from_args(self.precision, bool(gpu_ids))
+        self.mixed_precision = optim.MixedPrecision.from_args(self.precision, bool(gpu_ids))
         if self.strategy_name is None:
             self.device = device_for(gpu_ids)
         else:
-            check_strategy(self.strategy_name, self.mixed_precision, vars(self))
-            self.strategy, self.collective = make_strategy(self.strategy_name, gpu_ids)
-            self.device = host_device(self.strategy)
-            distribute_variables(network, self.strategy)
+            strategies.check_strategy(self.strategy_name, self.mixed_precision, vars(self))
+            self.strategy, self.collective = strategies.make_strategy(self.strategy_name, gpu_ids)
+            self.device = strategies.host_device(self.strategy)
+            strategies.distribute_variables(network, self.strategy)
         self.input_device = self.output_device = self.device
         self.use_gpu = self.device.startswith("/GPU")
         self.mixed_precision.apply_to(network)
@@ -207,7 +161,7 @@ class TfNetworkTrainer(SupervisedTrainer):
     def create_optimizers(self, optim_fn: Callable[..., dict[str, Any]]) -> dict[str, Any]:
         scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
         with tf.device(self.device), scope:  # optimizer variables: the strategy's too
-            optimizer_cls = resolve_optimizer_cls(self.optimizer_cls)
+            optimizer_cls = optim.resolve_optimizer_cls(self.optimizer_cls)
             return optim_fn(self.module, optimizer_cls, **self.optimizer_params)
 
     def wrap_optimizers(self, optimizers: dict[str, Any]) -> dict[str, Any]:
@@ -219,8 +173,8 @@ class TfNetworkTrainer(SupervisedTrainer):
             raise ValueError(
                 f"strategy={self.strategy_name!r} runs the default training step only, but "
                 f"{type(self.module).__name__} has its own closure or {type(self).__name__} its "
-                "own train_step (it would have to weight its loss by each replica's share of "
-                "the global batch); train it without a strategy"
+                "own train_step (which would have to weight its loss by each replica's share "
+                "of the global batch); train it without a strategy"
             )
         self.steps = CompiledSteps(
             self,
@@ -228,40 +182,12 @@ class TfNetworkTrainer(SupervisedTrainer):
             jit_compile=self.backend_kwargs.get("jit_compile"),
         )
 
-    scheduler_callback = staticmethod(scheduler_callback)
+    scheduler_callback = staticmethod(optim.scheduler_callback)
 
     def train_epoch(self, batches: Iterable[dict], epoch: int) -> dict[str, float]:
         """Each batch through the compiled step; the sums read once at the epoch's end."""
-        hook, prepare, steps = self._batch_end_hook, self.network_prepare_batch, self.steps
-        device = self.input_device
-        steps.reset_sums()
-        step = keys = None
-        batch_nr = -1
         with tf.device(self.device):
-            for batch_nr, batch in enumerate(batches):
-                if prepare is not None:
-                    batch = prepare(batch, device, device)
-                if step is None:
-                    step, keys = steps.train_step(batch, hook is not None)
-                try:
-                    outputs = step(*[batch[key] for key in keys])
-                except (TypeError, ValueError) as exc:
-                    # the batch does not fit the traced signature (other keys, or other shapes
-                    # besides the batch dimension): one wider signature, then carry on
-                    step, keys = steps.retrace_for(batch, hook is not None, exc)
-                    outputs = step(*[batch[key] for key in keys])
-                if hook is not None:
-                    loss_vals, metric_vals = outputs
-                    hook(
-                        trainer=self,
-                        epoch=epoch,
-                        batch_nr=batch_nr,
-                        losses=loss_vals,
-                        metrics=metric_vals,
-                    )
-        if batch_nr < 0:
-            raise ValueError(f"epoch {epoch} received no batches from the training data")
-        return steps.read_sums(epoch)
+            return self.steps.run_epoch(batches, epoch, self.network_prepare_batch)
 
     def evaluating(self) -> contextlib.AbstractContextManager[Any]:
         return tf.device(self.device)
@@ -306,7 +232,7 @@ class TfNetworkTrainer(SupervisedTrainer):
         }
 
     def load_training_state(self, state: Mapping[str, Any]) -> None:
-        build_optimizers(self.optimizers, self.module)
+        optim.build_optimizers(self.optimizers, self.module)
         for name, optimizer in self.optimizers.items():
             saved = state.get("optimizers", {}).get(name)
             if saved is None:

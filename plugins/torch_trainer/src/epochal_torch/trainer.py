@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from epochal.job.keys import SUPERVISED_KEYS, ConfigKey
 from epochal.loop.distributed import Collective
-from epochal.loop.supervised import SupervisedTrainer
+from epochal.loop.supervised import SupervisedTrainer, component_table
+from epochal_torch.devices import device_for
 from epochal_torch.distributed import join_processes
 from epochal_torch.epoch import stack_batch_values
 from epochal_torch.io import (
@@ -47,24 +47,6 @@ class TorchOptions:
     dist_timeout: float = 600.0
 
 
-def _device_for(gpu_ids: list[int]) -> torch.device:
-    if not gpu_ids:
-        return torch.device("cpu")
-    if len(gpu_ids) > 1:
-        raise ValueError(
-            f"gpu_ids={gpu_ids}: one trainer drives one GPU; for several GPUs run "
-            "`torchrun --nproc-per-node N` with one id per process"
-        )
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if not isinstance(gpu_ids[0], int) or not 0 <= gpu_ids[0] < count:
-        available = f"ids 0..{count - 1}" if count else "none"
-        raise ValueError(
-            f"gpu_ids={gpu_ids} but this machine's CUDA devices are: {available}; "
-            "pass gpu_ids=[] to train on the CPU"
-        )
-    return torch.device(f"cuda:{gpu_ids[0]}")
-
-
 class PyTorchNetworkTrainer(SupervisedTrainer):
     """Trains a ``torch.nn.Module`` (delira's ``PyTorchNetworkTrainer`` API, name for name).
 
@@ -72,17 +54,13 @@ class PyTorchNetworkTrainer(SupervisedTrainer):
         network: an :class:`AbstractPyTorchNetwork` (its ``closure`` is the training step) or
             any ``torch.nn.Module`` (the default supervised step: ``data`` -> network -> every
             criterion on ``label``, summed).
-        save_path: run folder for checkpoints (``None``: keep the best weights in memory).
         criterions: ``{name: loss module}``; losses are reported under these names.
-        optimizer_cls, optimizer_params: the optimizer class and its arguments.
         metrics: ``{name: fn(predictions, labels) -> tensor}``, computed without gradients.
         lr_scheduler_cls, lr_scheduler_params: a ``torch.optim.lr_scheduler`` class (or its
             name) and arguments (plus ``step_on``/``monitor``), run by the callback
             ``torch_lr_scheduler`` (:mod:`epochal_torch.schedulers`).
-        gpu_ids: ``[]`` for the CPU, ``[i]`` for CUDA device ``i``.
-        save_freq: write ``checkpoint_epoch_<n>.pt`` every ``save_freq`` epochs.
-        optim_fn: ``optim_fn(network, optimizer_cls, **optimizer_params) -> {name: optimizer}``.
-        fold, callbacks, start_epoch: as in :class:`AbstractNetworkTrainer`.
+        save_path, optimizer_cls, optimizer_params, gpu_ids (``[i]``: CUDA device ``i``),
+            save_freq, optim_fn, fold, callbacks, start_epoch: as in :class:`SupervisedTrainer`.
         mixed_precision: train with ``torch.amp`` (float16 + GradScaler on CUDA, bfloat16 on CPU).
         mixed_precision_kwargs: ``dtype``, ``init_scale``, ``growth_interval``, ``enabled``.
         on_nonfinite: what a NaN or infinite training loss does: ``"raise"`` (stop with
@@ -109,32 +87,15 @@ class PyTorchNetworkTrainer(SupervisedTrainer):
 
     #: What configs may name for this backend (:mod:`epochal.job.components`); any other object
     #: is named by its ``"module:attr"`` path.
-    components: ClassVar[dict[str, dict[str, str]]] = {
-        "models": {"mlp": "epochal_torch.models:MLP", "cnn": "epochal_torch.models:SmallCNN"},
-        "losses": {
-            "cross_entropy": "torch.nn:CrossEntropyLoss",
-            "nll": "torch.nn:NLLLoss",
-            "bce_with_logits": "torch.nn:BCEWithLogitsLoss",
-            "mse": "torch.nn:MSELoss",
-            "l1": "torch.nn:L1Loss",
-            "smooth_l1": "torch.nn:SmoothL1Loss",
+    components: ClassVar[dict[str, dict[str, str]]] = component_table(
+        models={"epochal_torch.models": "mlp=MLP cnn=SmallCNN"},
+        losses={
+            "torch.nn": "cross_entropy=CrossEntropyLoss nll=NLLLoss mse=MSELoss l1=L1Loss"
+            " bce_with_logits=BCEWithLogitsLoss smooth_l1=SmoothL1Loss"
         },
-        "metrics": {"accuracy": "epochal_torch.metrics:accuracy"},
-        "optimizers": {
-            name: f"torch.optim:{name}"
-            for name in (
-                "Adam",
-                "AdamW",
-                "SGD",
-                "RMSprop",
-                "Adagrad",
-                "Adadelta",
-                "Adamax",
-                "NAdam",
-                "RAdam",
-            )
-        },
-    }
+        metrics={"epochal_torch.metrics": "accuracy"},
+        optimizers={"torch.optim": "Adam AdamW SGD RMSprop Adagrad Adadelta Adamax NAdam RAdam"},
+    )
     #: Modules whose loss and metric functions a config may name by path (:mod:`epochal.job.trust`).
     function_modules: ClassVar[tuple[str, ...]] = ("torch.nn.functional",)
     #: Plugin and callback state may hold tensors and bytes too (``torch.load(weights_only)``).
@@ -154,18 +115,12 @@ class PyTorchNetworkTrainer(SupervisedTrainer):
         }.get(kind, ())
 
     single_process_kwargs: ClassVar[Mapping[str, Any]] = MappingProxyType({"distributed": False})
-    #: The ``training.`` keys a config may set for this trainer, checked when it is loaded.
-    config_keys: ClassVar[Mapping[str, ConfigKey]] = SUPERVISED_KEYS
 
     @classmethod
     def distributed_collective(cls, **trainer_kwargs: Any) -> Collective:
         """Under torchrun: this process joined to the others (:mod:`epochal_torch.distributed`)."""
-        return join_processes(
-            gpu_ids=trainer_kwargs.get("gpu_ids"),
-            distributed=trainer_kwargs.get("distributed"),
-            dist_backend=trainer_kwargs.get("dist_backend", "auto"),
-            dist_timeout=trainer_kwargs.get("dist_timeout", 600.0),
-        )
+        options = dataclasses.asdict(cls.options_of(trainer_kwargs))
+        return join_processes(trainer_kwargs.get("gpu_ids"), **options)
 
     @classmethod
     def launch_processes(cls, nproc: int, argv: Sequence[str]) -> int:
@@ -179,11 +134,6 @@ class PyTorchNetworkTrainer(SupervisedTrainer):
         """Seed torch's generators (CPU and every GPU); the experiment seeds numpy and random."""
         torch.manual_seed(seed)
 
-    @property
-    def criterions(self) -> dict[str, Callable[..., torch.Tensor]]:
-        """delira's name of :attr:`losses`."""
-        return self.losses
-
     # -- training primitives (epochal.loop.backend.TrainingPrimitives) ---------------------
 
     def check_arguments(self, network: torch.nn.Module) -> None:
@@ -195,9 +145,9 @@ class PyTorchNetworkTrainer(SupervisedTrainer):
         self.collective = join_processes(gpu_ids, **dataclasses.asdict(self.options))
         if self.collective.distributed:  # one GPU a process: gpu_ids[LOCAL_RANK]
             device = self.collective.device
-            _device_for([device.index] if device.type == "cuda" else [])  # checks it exists
+            device_for([device.index] if device.type == "cuda" else [])  # checks it exists
         else:
-            device = _device_for(gpu_ids)
+            device = device_for(gpu_ids)
         self.input_device = self.output_device = device
         self.use_gpu = device.type == "cuda"
         self.amp = AmpConfig.from_args(self.precision, device)
