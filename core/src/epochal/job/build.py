@@ -23,19 +23,17 @@ __all__ = [
 
 
 def experiment_from_config(config: dict[str, Any]) -> Any:
-    """The :class:`~epochal.runs.experiment.Experiment` a checked config describes."""
+    """The :class:`~epochal.runs.experiment.Experiment` a checked config describes, built from
+    its typed :class:`Job` (the trainer's arguments come from ``job.training``); the backend's
+    declared keys and the model's declared checks run here, each error naming its key."""
     from epochal.job.backends import backend_trainer
     from epochal.job.components import resolve_component
     from epochal.job.config import check_trainer_keys
-    from epochal.job.params import Parameters
+    from epochal.job.ready_models import check_model_arguments
     from epochal.runs.experiment import Experiment
 
     job = job_from_config(config)  # the checked config, typed once
     settings = job.experiment
-    params = Parameters(
-        {"model": dict(job.model), "training": config["training"]},
-        config.get("variable") or None,
-    )
     try:
         trainer_cls = backend_trainer(settings.backend)
     except ConfigError as exc:
@@ -43,9 +41,10 @@ def experiment_from_config(config: dict[str, Any]) -> Any:
     check_trainer_keys(config, trainer_cls)
     trusted = settings.trusted_modules
     model = resolve_component(trainer_cls, "models", settings.model, "experiment.model", trusted)
+    check_model_arguments(model, job.model_kwargs())
     _check_val_score_key(job)
     experiment = Experiment(
-        params,
+        job,
         model,
         trainer_cls=trainer_cls,
         name=settings.name,
@@ -58,7 +57,6 @@ def experiment_from_config(config: dict[str, Any]) -> Any:
         trusted_modules=trusted,
     )
     experiment.config = config
-    experiment.job = job
     return experiment
 
 
@@ -277,6 +275,8 @@ def _tomlable(value: Any) -> Any:
 
 def config_for_saving(experiment: Any, params: Any = None) -> dict[str, Any]:
     """What ``config.toml`` in a run folder holds: enough for ``epochal resume``/``predict``."""
+    if params is None and experiment.config is not None and experiment._params is None:
+        return _tomlable(copy.deepcopy(experiment.config))  # its job, as it was checked
     params = params or experiment.params
     if experiment.config is not None:
         config = copy.deepcopy(experiment.config)

@@ -104,7 +104,12 @@ class ConfigKey:
             required = f"{parent}.{self.requires}" if parent else self.requires
             fix = f": {self.fix}" if self.fix else ""
             raise ConfigError(f"{key} is set but {required} is not{fix}")
-        if self.check_value is not None:
+        self.check_given(key, value)
+
+    def check_given(self, key: str, value: Any) -> None:
+        """The backend's own check (``check_value``) of a value given to the trainer, e.g.
+        through the Python API, where it may be an object rather than a TOML value."""
+        if self.check_value is not None and value is not None:
             try:
                 self.check_value(value)
             except (ValueError, TypeError) as exc:

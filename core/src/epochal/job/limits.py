@@ -26,6 +26,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_PARAMETERS",
     "SEED_MAX",
+    "ArgumentError",
     "check_output_dir",
     "check_parameter_count",
     "check_seed",
@@ -45,6 +46,15 @@ MAX_PARAMETERS = 2**30
 _SYSTEM_ROOTS = ("/proc", "/sys", "/dev")
 #: Places under the system roots that are ordinary file systems.
 _ORDINARY = ("/dev/shm",)
+
+
+class ArgumentError(ValueError):
+    """A constructor argument refused by its declared check; ``argument`` names it, so that the
+    config key (``model.<argument>``) is known without reading the message."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(message)
+        self.argument = argument
 
 
 def check_seed(value: Any, key: str = "seed") -> int | None:
@@ -103,22 +113,27 @@ def check_output_dir(path: str | os.PathLike[str], key: str) -> None:
 
 
 def layer_sizes(name: str, value: Any) -> list[int]:
-    """``value`` (one size or a list of them) as a list of layer sizes; a ``ValueError``
-    naming ``name`` unless each is an integer >= 1 (``True`` is not a width)."""
+    """``value`` (one size or a list of them) as a list of layer sizes; an
+    :class:`ArgumentError` naming ``name`` unless each is an integer >= 1 (``True`` is not a
+    width)."""
     sizes = list(value) if isinstance(value, (list, tuple)) else [value]
     for index, size in enumerate(sizes):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             where = f"{name}[{index}]" if isinstance(value, (list, tuple)) else name
-            raise ValueError(f"{where} must be a positive integer (a layer size), got {size!r}")
+            raise ArgumentError(
+                name, f"{where} must be a positive integer (a layer size), got {size!r}"
+            )
     return sizes
 
 
 def check_parameter_count(model: str, count: int, blame: str) -> None:
-    """A ``ValueError`` naming the parameter ``blame`` if ``count`` parameters are more than
-    :data:`MAX_PARAMETERS`: checked before anything is allocated."""
+    """An :class:`ArgumentError` blaming ``blame`` (``"name=value"``: the argument ``name``) if
+    ``count`` parameters are more than :data:`MAX_PARAMETERS`: checked before anything is
+    allocated."""
     if count > MAX_PARAMETERS:
         gib = count * 4 / 2**30
-        raise ValueError(
+        raise ArgumentError(
+            blame.partition("=")[0],
             f"{blame} gives the {model} {count:,} parameters ({gib:,.1f} GiB of float32); a "
             f"ready-made {model} has at most {MAX_PARAMETERS:,} (2**30). Use smaller layers, "
             "or name a model class of your own ('module:Class')"

@@ -93,6 +93,25 @@ class Job:
     callbacks: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     variable: VariableSpec = dataclasses.field(default_factory=VariableSpec)
 
+    def model_kwargs(self) -> dict[str, Any]:
+        """The model's keyword arguments: ``[model]``, ``[variable.model]`` over it (as delira's
+        ``Parameters.model_kwargs``)."""
+        return {**self.model, **(self.variable.model or {})}
+
+    def training_kwargs(self, variable: bool = True) -> dict[str, Any]:
+        """The training group: the core's keys that are set, the trainer's own arguments and
+        (``variable``) ``[variable.training]`` over them, as delira's
+        ``Parameters.training_kwargs``: what :func:`epochal.job.trainer_args.trainer_kwargs`
+        makes the trainer's arguments of."""
+        training = self.training
+        core = {
+            name: getattr(training, name)
+            for name in keys_of(TrainingSpec)
+            if getattr(training, name) is not None
+        }
+        varied = (self.variable.training or {}) if variable else {}
+        return {**core, **training.trainer, **varied}
+
 
 #: Table name -> its dataclass; ``None``: a free-form table.
 TABLES: dict[str, type | None] = {

@@ -2,8 +2,9 @@
 
 Names are resolved for the backend (:mod:`epochal.job.components`), delira's aliases are accepted
 (``lr_sched_cls``, ``train_metrics``/``val_metrics``, ``criterions`` for ``losses``), and the
-result is checked against the trainer's signature, so a typo or a missing argument is a
-:class:`ConfigError` naming the ``training.`` key rather than a ``TypeError`` from the trainer.
+result is checked against the trainer's declared keys (its ``config_keys``' own checks) and its
+signature, so a typo, a missing argument or a device that is not there is a :class:`ConfigError`
+naming the ``training.`` key rather than a ``TypeError`` from the trainer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from epochal.errors import ConfigError
+from epochal.job.backends import trainer_config_keys
 from epochal.job.components import KINDS, build_component, check_kwargs, resolve_component
 from epochal.job.trust import import_checked
 
@@ -103,6 +105,9 @@ def trainer_kwargs(
         training.pop(key, None)
     kwargs.update(training)
     kwargs.update(extra or {})
+    for key, declared in trainer_config_keys(trainer_cls).items():
+        if key in kwargs:  # e.g. that the devices exist: named here, not by the trainer
+            declared.check_given(f"training.{key}", kwargs[key])
     signature = inspect.signature(trainer_cls).parameters
     if "losses" not in signature and "criterions" in signature and "losses" in kwargs:
         kwargs["criterions"] = kwargs.pop("losses")  # delira's PyTorch name

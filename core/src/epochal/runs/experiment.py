@@ -9,10 +9,9 @@ callbacks write there (metrics, event logs, plots).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import os
-import re
-import reprlib
 import sys
 import time
 import warnings
@@ -21,13 +20,10 @@ from typing import Any
 
 from epochal.errors import ConfigError, EpochalError
 from epochal.job.backends import backend_name, backend_trainer, default_backend
-from epochal.job.components import (
-    check_kwargs,
-    resolve_component,
-    seed_everything,
-)
+from epochal.job.components import resolve_component, seed_everything
 from epochal.job.limits import check_output_dir, check_seed
 from epochal.job.params import Parameters
+from epochal.job.ready_models import check_model_arguments, model_error
 from epochal.job.spec import Job
 from epochal.job.trainer_args import TRAINING_KEYS, build_named, trainer_kwargs
 from epochal.loop.interrupt import TrainingInterrupted, stop_on_signals
@@ -52,9 +48,11 @@ class Experiment:
     """Sets up and runs trainings of one model (delira's ``Experiment`` API, any backend).
 
     Args:
-        params: :class:`Parameters`, a ``{"model": ..., "training": ...}`` dict, or a TOML path.
-            ``model`` holds the model's keyword arguments; ``training`` the losses,
-            optimizer, metrics, scheduler, batch sizes and any trainer keyword argument.
+        params: :class:`Parameters`, a ``{"model": ..., "training": ...}`` dict, a TOML path,
+            or a checked config's typed :class:`~epochal.job.spec.Job` (what
+            :meth:`from_config` passes). ``model`` holds the model's keyword arguments;
+            ``training`` the losses, optimizer, metrics, scheduler, batch sizes and any trainer
+            keyword argument.
         model_cls: the network class (or factory), or its name for the backend (``"mlp"``).
         n_epochs: epochs per run (default: ``training.num_epochs``).
         name: the experiment's name, the folder under ``save_path`` that holds its runs.
@@ -74,7 +72,7 @@ class Experiment:
 
     def __init__(
         self,
-        params: Parameters | Mapping[str, Any] | str | os.PathLike[str],
+        params: Parameters | Job | Mapping[str, Any] | str | os.PathLike[str],
         model_cls: Any,
         n_epochs: int | None = None,
         name: str | None = None,
@@ -87,11 +85,16 @@ class Experiment:
         backend: str | None = None,
         **kwargs: Any,
     ) -> None:
+        #: The same config as typed objects (:class:`epochal.job.spec.Job`), checked once: an
+        #: experiment built from a config reads its model and training groups from it.
+        self.job: Job | None = params if isinstance(params, Job) else None
+        self._params: Parameters | None = None
         if isinstance(params, (str, os.PathLike)):
-            params = Parameters.load(params)
-        elif not isinstance(params, Parameters):
-            params = Parameters.from_dict(params)
-        self.params = params
+            self._params = Parameters.load(params)
+        elif isinstance(params, Parameters):
+            self._params = params
+        elif self.job is None:
+            self._params = Parameters.from_dict(params)
         if backend is None:
             backend = backend_name(trainer_cls) if trainer_cls is not None else None
             backend = backend or default_backend()
@@ -102,7 +105,7 @@ class Experiment:
         self.model_cls = resolve_component(
             self.trainer_cls, "models", model_cls, "model", self.trusted_modules
         )
-        training = params.training_kwargs
+        training = self._training()
         self.n_epochs = n_epochs or training.get("num_epochs") or training.get("n_epochs")
         self.name = name or getattr(self.model_cls, "__name__", "experiment")
         if "\x00" in self.name:  # a folder name: refused now, not when the run folder is made
@@ -118,8 +121,6 @@ class Experiment:
         #: The resolved config this experiment was built from (set by ``from_config``); lets
         #: ``run``/``resume``/``kfold`` build their data and write ``config.toml``.
         self.config: dict[str, Any] | None = None
-        #: The same config as typed objects (:class:`epochal.job.spec.Job`), checked once.
-        self.job: Job | None = None
         self.last_run: RunResult | None = None
 
     @classmethod
@@ -133,27 +134,59 @@ class Experiment:
 
     # -- setting up ------------------------------------------------------------------------
 
+    @property
+    def params(self) -> Parameters:
+        """delira's :class:`Parameters` of this experiment. One built from a config makes
+        them from its job when they are first asked for; from then on (and when they are
+        set) they are what the experiment trains with, as in delira."""
+        if self._params is None:
+            assert self.job is not None
+            self._params = Parameters(
+                {"model": dict(self.job.model), "training": self.job.training_kwargs(False)},
+                dataclasses.asdict(self.job.variable),
+            )
+        return self._params
+
+    @params.setter
+    def params(self, params: Parameters) -> None:
+        self._params = params
+
+    def _model_kwargs(self, params: Parameters | None = None) -> dict[str, Any]:
+        """The model's keyword arguments: ``params``', else the job's or the experiment's."""
+        if params is None and self._params is None and self.job is not None:
+            return self.job.model_kwargs()
+        return (params or self.params).model_kwargs
+
+    def _training(self, params: Parameters | None = None) -> dict[str, Any]:
+        """The training group: ``params``', else the job's (:meth:`Job.training_kwargs`, for
+        an experiment built from a config) or the experiment's :class:`Parameters`'."""
+        if params is None and self._params is None and self.job is not None:
+            return self.job.training_kwargs()
+        return (params or self.params).training_kwargs
+
     def _first_score(self) -> str | None:
-        training = self.params.training_kwargs
+        training = self._training()
         for group in ("metrics", "val_metrics", "losses"):
             if training.get(group):
                 return sorted(training[group])[0]
         return None
 
     def _score_mode(self) -> str:
-        mode = self.val_score_mode or self.params.training_kwargs.get("val_score_mode")
+        training = self._training()
+        mode = self.val_score_mode or training.get("val_score_mode")
         if mode:
             return mode
-        losses = self.params.training_kwargs.get("losses") or {}
+        losses = training.get("losses") or {}
         key = (self.val_score_key or "").removeprefix("val_")
         return "lowest" if key in losses else "highest"  # a loss falls, a metric rises
 
     def trainer_kwargs(self, params: Parameters | None = None) -> dict[str, Any]:
-        """The trainer's keyword arguments from ``params``' training group (names resolved for
-        the backend, checked against the trainer's signature: :mod:`epochal.job.trainer_args`)."""
+        """The trainer's keyword arguments from the training group (``params``', else the
+        job's or the experiment's), names resolved for the backend and checked against the
+        trainer's declared keys and signature (:mod:`epochal.job.trainer_args`)."""
         return trainer_kwargs(
             self.trainer_cls,
-            (params or self.params).training_kwargs,
+            self._training(params),
             save_freq=self.checkpoint_freq,
             optim_fn=self.optim_builder,
             extra=self.kwargs,
@@ -164,21 +197,17 @@ class Experiment:
         """The model, built from the ``model`` group (seeded first when ``seed`` is set)."""
         if self.seed is not None:
             seed_everything(self.trainer_cls, self.seed)
-        model_kwargs = (params or self.params).model_kwargs
-        check_kwargs(self.model_cls, model_kwargs, "model")
+        model_kwargs = self._model_kwargs(params)
+        check_model_arguments(self.model_cls, model_kwargs)  # its declared checks, by key
         try:
             return self.model_cls(**model_kwargs)
         except (TypeError, ValueError, OverflowError, RuntimeError, MemoryError) as exc:
             if isinstance(exc, EpochalError):
                 raise
-            # The model refused its arguments (hidden = [-1]; a size it cannot allocate):
-            # the config's [model] table, named, and not a failed training (exit 2, not 1).
-            named = [key for key in model_kwargs if re.search(rf"\b{re.escape(key)}\b", str(exc))]
-            where = ", ".join(f"model.{key}" for key in named) or "model"
-            name = getattr(self.model_cls, "__qualname__", None) or repr(self.model_cls)
-            call = ", ".join(f"{key}={reprlib.repr(value)}" for key, value in model_kwargs.items())
-            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"{where}: {name}({call}) failed: {cause}") from exc
+            # A model without declared checks refused its arguments (a size it cannot
+            # allocate): the config's [model] table as a whole, and not a failed training
+            # (exit 2, not 1).
+            raise model_error(self.model_cls, model_kwargs, exc) from exc
 
     def setup(self, params: Parameters | None = None, training: bool = True, **kwargs: Any) -> Any:
         """A trainer for a fresh network (delira's ``setup``); ``kwargs`` go to the trainer."""
@@ -189,16 +218,17 @@ class Experiment:
     ) -> Any:
         """The trainer built from ``arguments`` (the trainer's keyword arguments, computed once
         per run by :meth:`trainer_kwargs`) and ``extra``, for a network of ``params``."""
-        params = params or self.params
         trainer_kwargs = {**arguments, **extra}
         network = trainer_kwargs.pop("network", None) or self.build_network(params)
         save_path = trainer_kwargs.pop("save_path", None)
         try:
             return self.trainer_cls(network, save_path, **trainer_kwargs)
-        except (TypeError, ValueError) as exc:  # an argument the trainer refuses: the config's
-            named = [key for key in trainer_kwargs if re.search(rf"\b{re.escape(key)}\b", str(exc))]
-            where = ", ".join(f"training.{key}" for key in named) or "training"
-            raise ConfigError(f"{where}: {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, EpochalError):
+                raise
+            # Each declared key was checked by name (trainer_kwargs); what the trainer still
+            # refuses is the training group's as a whole (exit 2, not a failed training).
+            raise ConfigError(f"training: {exc}") from exc
 
     def _callbacks(self, n_batches: int | None = None) -> list[object]:
         if self.config is None:
@@ -219,7 +249,7 @@ class Experiment:
             from epochal.job.build import build_data
 
             return build_data(self.job or self.config, self.seed)
-        training = self.params.training_kwargs
+        training = self._training()
         batch_size = int(training.get("batch_size", 64))
         val_batch = int(training.get("val_batch_size", max(batch_size, 256)))
         workers = int(training.get("num_workers", 0))
@@ -478,7 +508,7 @@ class Experiment:
         trainer_kwargs.update(getattr(self.trainer_cls, "single_process_kwargs", {}))
         trainer_kwargs.update(kwargs)
         trainer = self.trainer_cls(network, None, **trainer_kwargs)
-        batch_size = int(self.params.training_kwargs.get("val_batch_size", 256))
+        batch_size = int(self._training().get("val_batch_size", 256))
         manager = _as_manager(test_data, batch_size, 0, "sequential", None)
         from epochal.data.batching import closing_batchgen
 

@@ -17,6 +17,9 @@ class MLP(keras.Sequential):
     """Dense ReLU layers on flattened inputs, returning logits (built at construction); the
     arguments are :func:`~epochal.job.ready_models.mlp_layout`'s, and the Keras ``name``."""
 
+    #: Checks the arguments before anything is built (run first by a job too).
+    check_arguments = staticmethod(mlp_layout)
+
     def __init__(
         self,
         in_features: int,
@@ -42,6 +45,9 @@ class SmallCNN(keras.Sequential):
     any height and width. The arguments are :func:`~epochal.job.ready_models.cnn_layout`'s, and
     the Keras ``name``.
     """
+
+    #: Checks the arguments before anything is built (run first by a job too).
+    check_arguments = staticmethod(cnn_layout)
 
     def __init__(
         self,

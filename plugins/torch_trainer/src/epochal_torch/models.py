@@ -20,6 +20,9 @@ class MLP(nn.Module):
     """Fully connected ReLU layers on flattened inputs, returning logits; the arguments
     are :func:`~epochal.job.ready_models.mlp_layout`'s."""
 
+    #: Checks the arguments before anything is built (run first by a job too).
+    check_arguments = staticmethod(mlp_layout)
+
     def __init__(
         self,
         in_features: int,
@@ -44,6 +47,9 @@ class MLP(nn.Module):
 class SmallCNN(nn.Module):
     """Two 3x3 conv blocks (conv, batch norm, ReLU, 2x2 max-pool), then a linear classifier;
     the arguments are :func:`~epochal.job.ready_models.cnn_layout`'s."""
+
+    #: Checks the arguments before anything is built (run first by a job too).
+    check_arguments = staticmethod(cnn_layout)
 
     def __init__(
         self, in_channels: int = 1, num_classes: int = 10, channels: Sequence[int] = (16, 32)
