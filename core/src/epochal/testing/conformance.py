@@ -1,10 +1,11 @@
 """The backend conformance suite: what every epochal backend must do, run against yours.
 
-A backend's test module imports the suite and names its backend in two lines::
+A backend's test module imports the suite and names its backend::
 
     from epochal.testing.conformance import *  # noqa: F403  (the suite's tests and fixtures)
+    from epochal.testing.conformance import conformance_backend
 
-    epochal_backend = conformance_backend("mybackend", make_trainer)
+    epochal_backend = conformance_backend("mybackend", make_trainer, unstable={"lr": 5.0})
 
 ``make_trainer(save_path=None, *, seed=0, network="default", **kwargs)`` returns a new trainer
 of your backend: it seeds your framework with ``seed``, builds a network for the 8x8 digits (64
@@ -16,8 +17,11 @@ other weight shapes). The suite trains for real on digits, in this process, thro
 API only (the registered name, ``train``, ``save_state``/``load_state``/``update_state``,
 ``predict``, ``epochal plugins``); it never imports a framework.
 
-What a backend's own tests keep: its checkpoint format (crafted and foreign files), its mixed
-precision, anything about its framework's internals.
+``unstable`` are trainer arguments for a learning rate so high that the validation loss jumps
+(the best epoch is not the last); the other options are :class:`Backend`'s. The non-finite
+loss tests run where the trainer takes ``on_nonfinite``. What a backend's own tests keep: its
+checkpoint format (crafted and foreign files), its mixed precision, anything about its
+framework's internals.
 """
 
 from __future__ import annotations
