@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from epochal.errors import ConfigError
 
-__all__ = ["SUPERVISED_KEYS", "TOML_TYPES", "ConfigKey", "check_type", "toml_type_name"]
+__all__ = ["TOML_TYPES", "ConfigKey", "check_type", "toml_type_name"]
 
 #: TOML's words for the Python types a TOML value can have.
 TOML_TYPES: dict[str, tuple[type, ...]] = {
@@ -114,25 +113,3 @@ class ConfigKey:
                 self.check_value(value)
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{key}: {exc}") from None
-
-
-#: The keys of delira's supervised trainer arguments that a config may set, for a trainer that
-#: takes them to declare as its ``config_keys`` (the core checks only what a trainer declares).
-SUPERVISED_KEYS: Mapping[str, ConfigKey] = MappingProxyType(
-    {
-        "lr_scheduler_cls": ConfigKey("string"),
-        "lr_scheduler_params": ConfigKey(
-            "table",
-            requires="lr_scheduler_cls",
-            fix="name the scheduler, e.g. lr_scheduler_cls = 'StepLR', or drop the parameters",
-        ),
-        "mixed_precision": ConfigKey("boolean"),
-        "mixed_precision_kwargs": ConfigKey("table"),
-        "gpu_ids": ConfigKey(
-            "list",
-            items="integer",
-            minimum=0,
-            meaning="a list of CUDA device numbers (integers >= 0; [] for the CPU)",
-        ),
-    }
-)

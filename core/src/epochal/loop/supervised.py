@@ -30,15 +30,17 @@ import numpy as np
 
 from epochal.data.batching import batch_length, rebatch
 from epochal.errors import NonFiniteLossError
-from epochal.job.keys import SUPERVISED_KEYS, ConfigKey
+from epochal.job.keys import ConfigKey
 from epochal.loop.trainer import AbstractNetworkTrainer
 
 __all__ = [
     "APEX_KEYS",
+    "SUPERVISED_KEYS",
     "MixedPrecisionArgs",
     "NoOptions",
     "SupervisedTrainer",
     "component_table",
+    "supervised_keys",
 ]
 
 #: delira's apex options: accepted with a warning (epochal uses the framework's own AMP).
@@ -105,6 +107,56 @@ class MixedPrecisionArgs:
                 key: type(default)(kwargs.get(key, default)) for key, default in options.items()
             },
         )
+
+
+#: The ``training.`` keys of delira's supervised trainer arguments that a config may set, each
+#: checked by name when the config loads (:class:`~epochal.job.keys.ConfigKey`);
+#: :func:`supervised_keys` adds a backend's checks and its own keys.
+SUPERVISED_KEYS: Mapping[str, ConfigKey] = MappingProxyType(
+    {
+        "lr_scheduler_cls": ConfigKey("string"),
+        "lr_scheduler_params": ConfigKey(
+            "table",
+            requires="lr_scheduler_cls",
+            fix="name the scheduler, e.g. lr_scheduler_cls = 'StepLR', or drop the parameters",
+        ),
+        "mixed_precision": ConfigKey("boolean"),
+        "mixed_precision_kwargs": ConfigKey("table"),
+        "gpu_ids": ConfigKey(
+            "list",
+            items="integer",
+            minimum=0,
+            meaning="a list of CUDA device numbers (integers >= 0; [] for the CPU)",
+        ),
+        "on_nonfinite": ConfigKey("string", check_value=NonFiniteLossError.check_policy),
+    }
+)
+
+
+def supervised_keys(
+    mixed_precision_options: Mapping[str, float] | None = None,
+    device_check: Callable[[Any], object] | None = None,
+    **own: ConfigKey,
+) -> Mapping[str, ConfigKey]:
+    """A backend's ``config_keys``: :data:`SUPERVISED_KEYS` with ``mixed_precision_kwargs``
+    checked against the backend's ``mixed_precision_options``, ``gpu_ids`` by ``device_check``
+    (e.g. that each device exists here; a ``ValueError`` naming the ids), and its ``own``
+    keys (those of its :attr:`SupervisedTrainer.options_type`)."""
+    keys = dict(SUPERVISED_KEYS)
+    if mixed_precision_options is not None:
+        options = MappingProxyType(dict(mixed_precision_options))
+
+        def check_precision(kwargs: Mapping[str, Any]) -> None:
+            with warnings.catch_warnings():  # the trainer warns about apex's keys itself
+                warnings.simplefilter("ignore")
+                MixedPrecisionArgs.parse(True, kwargs, options)
+
+        keys["mixed_precision_kwargs"] = dataclasses.replace(
+            keys["mixed_precision_kwargs"], check_value=check_precision
+        )
+    if device_check is not None:
+        keys["gpu_ids"] = dataclasses.replace(keys["gpu_ids"], check_value=device_check)
+    return MappingProxyType({**keys, **own})
 
 
 def component_table(**kinds: Mapping[str, str]) -> dict[str, dict[str, str]]:
@@ -182,7 +234,8 @@ class SupervisedTrainer(AbstractNetworkTrainer):
     #: An example of the losses argument, for the error an empty one gets.
     losses_example: ClassVar[str] = "{'CE': ...}"
 
-    #: The ``training.`` keys a config may set for this trainer (:mod:`epochal.job.keys`).
+    #: The ``training.`` keys a config may set for this trainer, checked by name when a job is
+    #: validated (:mod:`epochal.job.keys`); a backend declares its own (:func:`supervised_keys`).
     config_keys: ClassVar[Mapping[str, ConfigKey]] = SUPERVISED_KEYS
 
     @classmethod
@@ -208,6 +261,8 @@ class SupervisedTrainer(AbstractNetworkTrainer):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         declares = {"losses_parameter", "options_type", "default_optim_fn"} & set(vars(cls))
+        if "mixed_precision_options" in vars(cls) and "config_keys" not in vars(cls):
+            cls.config_keys = supervised_keys(cls.mixed_precision_options)  # checked by name
         if declares and "__init__" not in vars(cls):
             cls.__init__ = _constructor(cls)  # type: ignore[method-assign]
         name = cls.losses_parameter

@@ -21,7 +21,7 @@ import torch
 
 from epochal.loop.distributed import Collective
 from epochal.loop.supervised import SupervisedTrainer, component_table
-from epochal_torch.devices import device_for
+from epochal_torch.devices import CONFIG_KEYS, device_for
 from epochal_torch.distributed import join_processes
 from epochal_torch.epoch import stack_batch_values
 from epochal_torch.io import (
@@ -84,6 +84,7 @@ class PyTorchNetworkTrainer(SupervisedTrainer):
     default_closure = staticmethod(default_closure)
     mixed_precision_options: ClassVar[Mapping[str, float]] = AMP_OPTIONS
     losses_example: ClassVar[str] = "{'CE': torch.nn.CrossEntropyLoss()}"
+    config_keys: ClassVar[Mapping[str, Any]] = CONFIG_KEYS  # checked when a job is validated
 
     #: What configs may name for this backend (:mod:`epochal.job.components`); any other object
     #: is named by its ``"module:attr"`` path.
