@@ -18,9 +18,9 @@ API only (the registered name, ``train``, ``save_state``/``load_state``/``update
 ``predict``, ``epochal plugins``); it never imports a framework.
 
 ``unstable`` are trainer arguments for a learning rate so high that the validation loss jumps
-(the best epoch is not the last); the other options are :class:`Backend`'s. The non-finite
-loss tests run where the trainer takes ``on_nonfinite``. What a backend's own tests keep: its
-checkpoint format (crafted and foreign files), its mixed precision, anything about its
+(the best epoch is not the last); the other options are :class:`ConformanceBackend`'s. The
+non-finite loss tests run where the trainer takes ``on_nonfinite``. What a backend's own tests
+keep: its checkpoint format (crafted and foreign files), its mixed precision, anything about its
 framework's internals.
 """
 
@@ -42,7 +42,7 @@ import pytest
 from epochal.errors import CheckpointError, EpochalError, NonFiniteLossError, PluginError
 
 __all__ = [
-    "Backend",
+    "ConformanceBackend",
     "EpochBatches",
     "conformance_backend",
     "conformance_data",
@@ -76,7 +76,7 @@ N_BATCHES = 6  # of the hand-made epochs (non-finite losses); the last one is pa
 
 
 @dataclass(frozen=True)
-class Backend:
+class ConformanceBackend:
     """A backend under test: its registered name and how to build one of its trainers."""
 
     #: the name the backend registers (``epochal_register_trainers``), as configs say it
@@ -104,8 +104,8 @@ def conformance_backend(
     random_state: bool = True,
 ) -> Any:
     """The ``epochal_backend`` fixture (module-scoped) that runs the suite against ``name``;
-    the options are :class:`Backend`'s."""
-    backend = Backend(
+    the options are :class:`ConformanceBackend`'s."""
+    backend = ConformanceBackend(
         name,
         make_trainer,
         dict(unstable or {}),
@@ -115,7 +115,7 @@ def conformance_backend(
     )
 
     @pytest.fixture(scope="module", name="epochal_backend")
-    def epochal_backend() -> Backend:
+    def epochal_backend() -> ConformanceBackend:
         return backend
 
     return epochal_backend
@@ -306,7 +306,9 @@ class _Run:
 
 
 @pytest.fixture(scope="module")
-def straight_run(epochal_backend: Backend, conformance_data: _Data, tmp_path_factory) -> _Run:
+def straight_run(
+    epochal_backend: ConformanceBackend, conformance_data: _Data, tmp_path_factory
+) -> _Run:
     """4 epochs uninterrupted, seed 1, a network that draws random numbers, ``save_freq=2``."""
     folder = tmp_path_factory.mktemp("straight")
     trainer = epochal_backend.make_trainer(folder, seed=1, network="random", save_freq=2)
@@ -315,7 +317,9 @@ def straight_run(epochal_backend: Backend, conformance_data: _Data, tmp_path_fac
 
 
 @pytest.fixture(scope="module")
-def half_run(epochal_backend: Backend, conformance_data: _Data, tmp_path_factory) -> Path:
+def half_run(
+    epochal_backend: ConformanceBackend, conformance_data: _Data, tmp_path_factory
+) -> Path:
     """The straight run's first 2 epochs, as a run of its own: its run folder."""
     folder = tmp_path_factory.mktemp("half")
     first = epochal_backend.make_trainer(folder, seed=1, network="random", save_freq=2)
@@ -325,7 +329,11 @@ def half_run(epochal_backend: Backend, conformance_data: _Data, tmp_path_factory
 
 @pytest.fixture(scope="module", params=[0, 2], ids=["0-workers", "2-workers"])
 def resumed_run(
-    epochal_backend: Backend, conformance_data: _Data, half_run: Path, tmp_path_factory, request
+    epochal_backend: ConformanceBackend,
+    conformance_data: _Data,
+    half_run: Path,
+    tmp_path_factory,
+    request,
 ) -> _Run:
     """:func:`half_run` resumed by a new trainer (seed 99, so other initial weights and RNG
     states, as in a new process) from its ``checkpoint_last`` to epoch 4, with 0 or 2 data
@@ -384,7 +392,7 @@ def test_resume_is_bitwise_equal_to_an_uninterrupted_run(
 
 
 def test_a_lost_checkpoint_best_leaves_the_last_weights(
-    epochal_backend: Backend, straight_run: _Run, conformance_data: _Data, tmp_path: Path
+    epochal_backend: ConformanceBackend, straight_run: _Run, conformance_data: _Data, tmp_path: Path
 ) -> None:
     """A resumed run whose ``checkpoint_best`` is gone trains on and returns the weights it
     ended with (those of its ``checkpoint_last``), instead of failing at the end."""
@@ -403,7 +411,7 @@ def test_a_lost_checkpoint_best_leaves_the_last_weights(
 
 @pytest.mark.parametrize("where", ["run folder", "memory"])
 def test_train_returns_the_best_epochs_weights(
-    epochal_backend: Backend, conformance_data: _Data, tmp_path: Path, where: str
+    epochal_backend: ConformanceBackend, conformance_data: _Data, tmp_path: Path, where: str
 ) -> None:
     # a learning rate so high that the validation loss jumps around: the best is not the last
     snapshot = _Snapshot()
@@ -421,7 +429,7 @@ def test_train_returns_the_best_epochs_weights(
 
 
 def test_weights_only_checkpoint_restores_the_network(
-    epochal_backend: Backend, straight_run: _Run, tmp_path: Path
+    epochal_backend: ConformanceBackend, straight_run: _Run, tmp_path: Path
 ) -> None:
     trainer = straight_run.trainer
     path = trainer.save_state(str(tmp_path / "weights"), epoch=3, weights_only=True)
@@ -452,7 +460,7 @@ def test_unreadable_checkpoints_are_refused_naming_the_file(
 
 
 def test_another_architecture_is_refused_and_changes_nothing(
-    epochal_backend: Backend, straight_run: _Run
+    epochal_backend: ConformanceBackend, straight_run: _Run
 ) -> None:
     other = epochal_backend.make_trainer(network="other")
     before = network_weights(other)
@@ -462,7 +470,7 @@ def test_another_architecture_is_refused_and_changes_nothing(
 
 
 def test_a_refused_state_keeps_the_previous_checkpoint(
-    epochal_backend: Backend, tmp_path: Path
+    epochal_backend: ConformanceBackend, tmp_path: Path
 ) -> None:
     class NotPlainData:
         def __init__(self) -> None:
@@ -493,7 +501,7 @@ def test_a_refused_state_keeps_the_previous_checkpoint(
 
 
 def test_resume_restores_the_numpy_and_python_random_states(
-    epochal_backend: Backend, tmp_path: Path
+    epochal_backend: ConformanceBackend, tmp_path: Path
 ) -> None:
     if not epochal_backend.random_state:
         pytest.skip(f"{epochal_backend.name} draws no random numbers (random_state=False)")
@@ -523,7 +531,7 @@ def test_predict_merges_batches_and_returns_labels_and_metrics(
 # -- non-finite losses -----------------------------------------------------------------------
 
 
-def _needs_on_nonfinite(backend: Backend) -> type:
+def _needs_on_nonfinite(backend: ConformanceBackend) -> type:
     trainer_cls = type(backend.make_trainer())
     if not _takes(trainer_cls, "on_nonfinite"):
         pytest.skip(f"{backend.name} has no on_nonfinite argument")
@@ -531,7 +539,7 @@ def _needs_on_nonfinite(backend: Backend) -> type:
 
 
 def test_a_nonfinite_loss_raises_naming_epoch_batch_and_key(
-    epochal_backend: Backend, conformance_data: _Data, tmp_path: Path
+    epochal_backend: ConformanceBackend, conformance_data: _Data, tmp_path: Path
 ) -> None:
     _needs_on_nonfinite(epochal_backend)
     clean = conformance_data.batches()
@@ -565,7 +573,7 @@ def test_a_nonfinite_loss_raises_naming_epoch_batch_and_key(
 
 
 def test_skip_batch_skips_exactly_the_bad_batches(
-    epochal_backend: Backend, conformance_data: _Data, tmp_path: Path
+    epochal_backend: ConformanceBackend, conformance_data: _Data, tmp_path: Path
 ) -> None:
     """Epoch 1 clean, epoch 2 with two bad batches (one the partial last): the same weights,
     optimizer state (moments, step counts) and means as a run that never saw them."""
@@ -598,7 +606,7 @@ def test_skip_batch_skips_exactly_the_bad_batches(
 
 
 def test_an_epoch_of_only_bad_batches_raises_and_changes_nothing(
-    epochal_backend: Backend, conformance_data: _Data, tmp_path: Path
+    epochal_backend: ConformanceBackend, conformance_data: _Data, tmp_path: Path
 ) -> None:
     trainer_cls = _needs_on_nonfinite(epochal_backend)
     all_bad = with_nan(conformance_data.batches(), set(range(N_BATCHES)))
@@ -614,7 +622,7 @@ def test_an_epoch_of_only_bad_batches_raises_and_changes_nothing(
         assert differences(before, after) == [], name  # weights; the optimizer never stepped
 
 
-def test_on_nonfinite_is_checked(epochal_backend: Backend) -> None:
+def test_on_nonfinite_is_checked(epochal_backend: ConformanceBackend) -> None:
     _needs_on_nonfinite(epochal_backend)
     with pytest.raises(ValueError, match=r"on_nonfinite must be one of \('raise', 'skip_batch'\)"):
         epochal_backend.make_trainer(on_nonfinite="skip")
@@ -623,7 +631,7 @@ def test_on_nonfinite_is_checked(epochal_backend: Backend) -> None:
 # -- discovery -------------------------------------------------------------------------------
 
 
-def test_discovered_through_its_entry_point_and_listed(epochal_backend: Backend) -> None:
+def test_discovered_through_its_entry_point_and_listed(epochal_backend: ConformanceBackend) -> None:
     from epochal.plugins.manager import build_plugin_manager
     from epochal.plugins.registry import trainers
     from epochal.testing import epochal_in_process
