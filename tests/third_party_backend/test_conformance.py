@@ -50,3 +50,9 @@ epochal_backend = conformance_backend(
     distribution="linear-backend",
     random_state=False,  # full batches in the given order: nothing random to restore
 )
+
+
+def test_the_backend_is_under_150_lines():
+    """Issue 14's promise: a backend from the docs alone is small (its whole package)."""
+    lines = sum(len(path.read_text().splitlines()) for path in HERE.glob("linear_backend/*.py"))
+    assert lines < 150, lines
