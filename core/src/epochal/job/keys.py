@@ -51,9 +51,7 @@ def check_type(key: str, value: Any, expected: str) -> None:
     if _is(value, expected) or (expected == "number" and toml_type_name(value) == "integer"):
         return
     article = "an" if expected[0] in "aeiou" else "a"
-    raise ConfigError(
-        f"{key} must be {article} {expected}, got {toml_type_name(value)} {value!r}"
-    )
+    raise ConfigError(f"{key} must be {article} {expected}, got {toml_type_name(value)} {value!r}")
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,7 @@ def check_parameter_count(model: str, count: int, blame: str) -> None:
             blame.partition("=")[0],
             f"{blame} gives the {model} {count:,} parameters ({gib:,.1f} GiB of float32); a "
             f"ready-made {model} has at most {MAX_PARAMETERS:,} (2**30). Use smaller layers, "
-            "or name a model class of your own ('module:Class')"
+            "or name a model class of your own ('module:Class')",
         )
 
 
