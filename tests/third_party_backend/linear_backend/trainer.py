@@ -52,7 +52,6 @@ class LinearTrainer(AbstractNetworkTrainer):
         self.module, self.lr, self.momentum = network, lr, momentum
         self.on_nonfinite = NonFiniteLossError.check_policy(on_nonfinite)
         self.velocity = {"w": np.zeros_like(network.w), "b": np.zeros_like(network.b)}
-        self._setup()
 
     def train_epoch(self, batches: Iterable[dict], epoch: int) -> dict[str, float]:
         totals, skipped, batch_nr = np.zeros(3), 0, -1  # summed CE, correct, samples
@@ -68,8 +67,8 @@ class LinearTrainer(AbstractNetworkTrainer):
                 self.velocity[key] = self.momentum * self.velocity[key] - self.lr * grad
                 setattr(self.module, key, getattr(self.module, key) + self.velocity[key])
             totals += (losses.sum(), correct, len(y))
-            if self._batch_end_hook is not None:
-                self._batch_end_hook(
+            if self.batch_end_hook is not None:
+                self.batch_end_hook(
                     trainer=self, epoch=epoch, batch_nr=batch_nr, losses={"CE": loss}
                 )
         if batch_nr < 0:

@@ -96,7 +96,7 @@ class LoopPrimitives(Protocol):
         the epoch's sample-weighted mean losses and metrics, read from the device once. An
         epoch without batches raises ``ValueError``; a non-finite loss follows
         ``on_nonfinite`` (:class:`~epochal.errors.NonFiniteLossError`). Call
-        ``self._batch_end_hook`` (when not ``None``) after each batch."""
+        ``self.batch_end_hook`` (when not ``None``) after each batch."""
         ...
 
     def predict(

@@ -80,6 +80,13 @@ class TrainerHooks:
         """The registered callbacks, in registration order (a copy)."""
         return list(self._callbacks)
 
+    @property
+    def batch_end_hook(self) -> Callable[..., Any] | None:
+        """The per-batch hook ``epochal_at_batch_end`` to call after each training batch with
+        ``(trainer=, epoch=, batch_nr=, losses=, metrics=)``, or ``None`` when no plugin or
+        callback implements it: test it once per epoch, and call nothing per batch then."""
+        return self._batch_end_hook
+
     def _refresh_hooks(self) -> None:
         self._hooks = self._plugin_manager.hook
         batch_hook = self._hooks.epochal_at_batch_end

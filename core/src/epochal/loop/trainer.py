@@ -136,10 +136,18 @@ class AbstractNetworkTrainer(TrainerHooks):
     # -- life cycle (each fires its hook; backends extend and call super()) ------
 
     def _setup(self, *args: Any, **kwargs: Any) -> None:
-        """Backends build network and optimizers, then call ``super()._setup()``."""
+        """delira's setup: backends build network and optimizers, then call
+        ``super()._setup()``, which fires ``epochal_setup``. A backend that does not (its
+        setup is its ``__init__``) needs nothing more: :meth:`train` fires it first."""
+        self._set_up = True
         self._epoch_now = None
         with self._plugin_code_may_exit():
             self._hooks.epochal_setup(trainer=self)
+
+    @staticmethod
+    def set_seed(seed: int) -> None:
+        """Seed the framework's generators (the experiment seeds numpy and ``random``
+        itself); a backend without generators of its own keeps this default."""
 
     def _at_training_begin(self, *args: Any, **kwargs: Any) -> None:
         self._hooks.epochal_at_training_begin(trainer=self)
@@ -418,6 +426,8 @@ class AbstractNetworkTrainer(TrainerHooks):
                     collective.world_size, collective.rank, even=False
                 )
         self._epoch_now = None
+        if not getattr(self, "_set_up", False):
+            AbstractNetworkTrainer._setup(self)  # a backend that did not call it
         self._at_training_begin()
         metrics_val: dict[str, float] = {}
         warned_missing_key = False

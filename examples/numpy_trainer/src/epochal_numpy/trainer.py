@@ -53,7 +53,7 @@ class NumpyNetworkTrainer(AbstractNetworkTrainer):
 
     def _train_single_epoch(self, batchgen: Iterable[dict], epoch: int) -> dict[str, float]:
         loss_sum, correct, seen = 0.0, 0, 0
-        hook = self._batch_end_hook
+        hook = self.batch_end_hook
         network = self.module
         for batch_nr, batch in enumerate(batchgen):
             data = batch["data"].reshape(len(batch["data"]), -1)
