@@ -24,7 +24,7 @@ import reprlib
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 from epochal.errors import CheckpointError, EpochalError
 from epochal.runs.files import atomic_write, check_run_file, open_run_file
@@ -42,6 +42,7 @@ __all__ = [
     "for_resume",
     "has_suffix",
     "is_checkpoint_name",
+    "open_checkpoint",
     "reconcile_best",
     "snapshot",
     "stems_after_epoch",
@@ -111,6 +112,19 @@ def snapshot(network_state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # -- lookup ----------------------------------------------------------------------------------
+
+
+def open_checkpoint(path: str | os.PathLike[str]) -> BinaryIO:
+    """``path`` opened for a backend's ``read_checkpoint``: no link followed, no FIFO waited on
+    (both refused, naming the file), a missing or unreadable file a
+    :class:`~epochal.errors.CheckpointError` naming it."""
+    path = os.fspath(path)
+    try:
+        return open_run_file(path, "rb")
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path!r} does not exist") from None
+    except OSError as exc:  # no permission, an I/O error
+        raise CheckpointError(f"checkpoint {path!r} cannot be opened: {exc.strerror}") from exc
 
 
 def checkpoint_file(run_dir: str | os.PathLike[str], stem: str) -> str | None:

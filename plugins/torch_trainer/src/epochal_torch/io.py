@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from epochal.errors import CheckpointError
-from epochal.runs.checkpoints import check_core_state, checkpoint_value_error
-from epochal.runs.files import atomic_write, open_run_file, os_error_in, write_error_message
+from epochal.runs.checkpoints import check_core_state, checkpoint_value_error, open_checkpoint
+from epochal.runs.files import atomic_write, os_error_in, write_error_message
 
 __all__ = [
     "CheckpointError",
@@ -60,12 +60,7 @@ def load_checkpoint(
     refused, naming the file), and what it holds is checked key by key (:func:`check_state`).
     """
     path = os.fspath(file_name)
-    try:
-        handle = open_run_file(path, "rb")
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path!r} does not exist") from None
-    except OSError as exc:  # no permission, an I/O error
-        raise CheckpointError(f"checkpoint {path!r} cannot be opened: {exc.strerror}") from exc
+    handle = open_checkpoint(path)
     try:
         with handle:
             state = torch.load(handle, map_location=map_location, weights_only=True)
