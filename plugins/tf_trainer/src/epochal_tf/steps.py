@@ -116,7 +116,7 @@ class CompiledSteps:
         the compiled step for every batch, the batch-end hook when one is registered, then
         the sums read once (:meth:`read_sums`)."""
         trainer = self.trainer
-        hook, device = trainer._batch_end_hook, trainer.input_device
+        hook, device = trainer.batch_end_hook, trainer.input_device
         self.reset_sums()
         step = keys = None
         batch_nr = -1

@@ -28,7 +28,7 @@ def train_epoch(trainer: Any, batchgen: Iterable[dict], epoch: int) -> dict[str,
     if (
         trainer.uses_default_step
         and trainer._prepare is prepare_batch
-        and trainer._batch_end_hook is None
+        and trainer.batch_end_hook is None
         and trainer.scaler is None
         and not trainer.amp.enabled
         and not trainer.metrics
@@ -38,7 +38,7 @@ def train_epoch(trainer: Any, batchgen: Iterable[dict], epoch: int) -> dict[str,
     model, optimizer = trainer.train_module, trainer.optimizers.get("default")
     criterions, metrics = trainer.losses, trainer.metrics
     model.train()
-    hook, scaler, default = trainer._batch_end_hook, trainer.scaler, trainer.uses_default_step
+    hook, scaler, default = trainer.batch_end_hook, trainer.scaler, trainer.uses_default_step
     autocast = trainer.amp.autocast if trainer.amp.enabled else None
     # No loss read per batch (DESIGN §4), unless skip_batch must decide before each update;
     # with "raise" the epoch's end finds a non-finite batch (epochal_torch.nonfinite).
