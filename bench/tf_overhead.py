@@ -30,8 +30,8 @@ hand-written loop on its own copy of the model runs interleaved as an A/A contro
 to the first is the noise floor of the measurement.
 
 Target: epochal / hand-written <= 1.05 on both models (the trainer's per-batch work must be
-the step and nothing else: docs/architecture.md, "Invariants"). ``--quick`` runs a few repeats (a smoke run). Exits 0
-either way ("TARGET MET" / "TARGET MISSED").
+the step and nothing else: docs/architecture.md, "Invariants"). ``--quick`` runs a few
+repeats (a smoke run). Exits 0 either way ("TARGET MET" / "TARGET MISSED").
 """
 
 from __future__ import annotations

@@ -40,10 +40,10 @@ class CheckpointPrimitives(Protocol):
     ``load_training_state``, then the core's part.
     """
 
-    #: The file suffix of this backend's checkpoints (``".pt"``, ``".tf.npz"``, ``".npz"``).
+    #: The file suffix of this backend's checkpoints (e.g. ``".npz"``).
     checkpoint_suffix: ClassVar[str]
     #: Suffixes a file name given to ``save_state``/``load_state`` may already end with, so
-    #: that no second suffix is added (torch: delira's ``".pth"``). Optional: ``()``.
+    #: that no second suffix is added (e.g. delira's ``".pth"``). Optional: ``()``.
     checkpoint_suffix_aliases: ClassVar[tuple[str, ...]]
 
     @staticmethod
@@ -59,11 +59,11 @@ class CheckpointPrimitives(Protocol):
         link followed (:func:`epochal.runs.files.open_run_file`), every value checked
         (:func:`epochal.runs.checkpoints.check_core_state` for the core's part). A bad file
         raises :class:`~epochal.errors.CheckpointError` naming it. Extra keyword options
-        (torch: ``map_location``) come from ``load_state``."""
+        (e.g. ``map_location``) come from ``load_state``."""
         ...
 
     def network_state(self) -> dict[str, Any]:
-        """The network's weights as checkpoint entries (torch: ``{"model": state_dict}``).
+        """The network's weights as checkpoint entries (e.g. ``{"model": weights}``).
         Loaded into the network by :meth:`load_network_state`; also the in-memory best
         weights of a trainer without a run folder (the core copies it)."""
         ...
@@ -122,7 +122,7 @@ class TrainingPrimitives(Protocol):
     Methods marked optional have a default in ``SupervisedTrainer``.
     """
 
-    #: The losses argument's name (``"criterions"`` for torch, ``"losses"`` for tf).
+    #: The losses argument's name (delira's ``"criterions"`` or ``"losses"``).
     losses_parameter: ClassVar[str]
     #: A frozen dataclass whose fields are the backend's own constructor parameters (after
     #: ``on_nonfinite``); the values arrive as ``self.options``.
@@ -199,4 +199,4 @@ class Backend(CheckpointPrimitives, LoopPrimitives, Protocol):
 
 @runtime_checkable
 class SupervisedBackend(Backend, TrainingPrimitives, Protocol):
-    """A :class:`Backend` whose trainer is delira's supervised trainer (torch, tf)."""
+    """A :class:`Backend` whose trainer is delira's supervised trainer."""

@@ -11,7 +11,7 @@ Everything else is here, once: delira's constructor and its checks, the parsing 
 
 The per-step extension point is :meth:`SupervisedTrainer.train_step`: a subclass overrides it to
 change what one training batch does (distillation, GANs, several optimizers), and both backends'
-epochs call it (torch in its general loop, TensorFlow inside the compiled step).
+epochs call it (eagerly in a general loop, or inside a compiled step).
 """
 
 from __future__ import annotations
@@ -91,9 +91,9 @@ class MixedPrecisionArgs:
             raise ValueError(f"unknown mixed_precision_kwargs {unknown}; allowed: {allowed}")
         dtype = kwargs.get("dtype")
         if dtype is not None:
-            # "float16", "torch.float16", torch.float16, tf.float16, "mixed_float16", "half"
+            # "float16", "half", "mixed_float16", a framework's dtype object or its dotted name
             name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype)
-            name = name.removeprefix("torch.").removeprefix("tf.").removeprefix("mixed_")
+            name = name.rpartition(".")[2].removeprefix("mixed_")
             if name not in _DTYPES:
                 raise ValueError(
                     f"mixed_precision_kwargs dtype {dtype!r} is not supported: use 'float16' or "
@@ -162,8 +162,8 @@ def supervised_keys(
 def component_table(**kinds: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """A backend's ``components`` (what configs may name, :mod:`epochal.job.components`),
     written compactly: for each kind, ``{module: "name=attr name=attr attr"}`` (an ``attr``
-    alone is also its name). E.g. ``component_table(optimizers={"torch.optim": "Adam SGD"})``
-    is ``{"optimizers": {"Adam": "torch.optim:Adam", "SGD": "torch.optim:SGD"}}``."""
+    alone is also its name). E.g. ``component_table(optimizers={"mypkg.optim": "Adam SGD"})``
+    is ``{"optimizers": {"Adam": "mypkg.optim:Adam", "SGD": "mypkg.optim:SGD"}}``."""
     table: dict[str, dict[str, str]] = {}
     for kind, modules in kinds.items():
         entries = table.setdefault(kind, {})
@@ -190,8 +190,8 @@ class SupervisedTrainer(AbstractNetworkTrainer):
         network: the framework's model; a subclass of :attr:`network_base` brings its own
             ``closure`` (the training step, delira's way) and ``prepare_batch``.
         save_path: run folder for checkpoints (``None``: keep the best weights in memory).
-        losses: ``{name: loss}``; losses are reported under these names (torch names this
-            argument ``criterions``: :attr:`losses_parameter`).
+        losses: ``{name: loss}``; losses are reported under these names (a backend may name
+            this argument as delira does, e.g. ``criterions``: :attr:`losses_parameter`).
         optimizer_cls, optimizer_params: the optimizer class and its arguments.
         metrics: ``{name: fn(predictions, labels) -> scalar}``.
         lr_scheduler_cls, lr_scheduler_params: an LR scheduler and its arguments, run by the
@@ -214,7 +214,7 @@ class SupervisedTrainer(AbstractNetworkTrainer):
     ``inspect.signature`` and positional calls see delira's exact signature.
     """
 
-    #: The name of the losses argument (delira: ``criterions`` for torch, ``losses`` for tf).
+    #: The name of the losses argument (delira's: ``criterions`` or ``losses``, per backend).
     losses_parameter: ClassVar[str] = "losses"
     #: A frozen dataclass: its fields (name, type, default) become the backend's own
     #: parameters, after ``on_nonfinite``; their values arrive in :attr:`options`.
@@ -266,7 +266,7 @@ class SupervisedTrainer(AbstractNetworkTrainer):
         if declares and "__init__" not in vars(cls):
             cls.__init__ = _constructor(cls)  # type: ignore[method-assign]
         name = cls.losses_parameter
-        if name != "losses" and not hasattr(cls, name):  # e.g. torch's ``trainer.criterions``
+        if name != "losses" and not hasattr(cls, name):  # delira's ``trainer.criterions``
             setattr(cls, name, property(lambda self: self.losses, doc="delira's name of losses"))
 
     def __init__(
@@ -413,9 +413,9 @@ class SupervisedTrainer(AbstractNetworkTrainer):
         optimizers); ``data_dict`` is the prepared batch (``data``, ``label``... on the
         device), and ``self.train_module``, ``self.optimizers``, ``self.losses`` and
         ``self.metrics`` are the trainer's. The default runs :attr:`closure` (the network's,
-        delira's way, or the backend's default step). Both backends' epochs call it: torch in
-        its general loop (under ``autocast`` with mixed precision), TensorFlow inside its
-        compiled step (so write it with TensorFlow ops, as ``keras.Model.train_step``). With
+        delira's way, or the backend's default step). Every supervised backend's epoch calls it:
+        an eager one in its general loop (under its mixed-precision autocast), a compiling one
+        inside its compiled step (so write it with the framework's graph ops). With
         an overridden step the backend's fast path for the default step is not taken, and
         ``on_nonfinite="skip_batch"`` is refused (the step takes its own updates).
         """

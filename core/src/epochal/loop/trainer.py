@@ -1,6 +1,6 @@
 """AbstractNetworkTrainer: the one train/validate loop every backend shares.
 
-A backend (torch, tf, the numpy example) fills in ``_setup`` (then calls
+A backend (every framework's, the numpy example's) fills in ``_setup`` (then calls
 ``super()._setup()``), ``_train_single_epoch``, ``predict``, sets ``self.module`` (the network
 ``train`` returns) and provides the checkpoint primitives of :mod:`epochal.loop.backend`; the
 loop below, best-model tracking, checkpoints (``save_state``, ``load_state``, ``update_state``,
@@ -265,7 +265,7 @@ class AbstractNetworkTrainer(TrainerHooks):
     @classmethod
     def load_state(cls, file_name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Read a checkpoint written by ``save_state`` (its suffix may be left off) and return
-        its state dict; options (torch: ``map_location``) go to ``read_checkpoint``."""
+        its state dict; options (e.g. ``map_location``) go to ``read_checkpoint``."""
         path = checkpoints.to_read(file_name, cls.checkpoint_suffix, cls.checkpoint_suffix_aliases)
         return cls.read_checkpoint(path, *args, **kwargs)
 

@@ -73,7 +73,7 @@ def is_checkpoint_name(name: str) -> bool:
 
 def has_suffix(file_name: str, suffix: str, aliases: Sequence[str] = ()) -> bool:
     """Whether ``file_name`` already ends with the backend's ``suffix`` or one of ``aliases``
-    (suffixes a user may give, e.g. delira's ``.pth`` for torch)."""
+    (suffixes a user may give, e.g. delira's ``.pth``)."""
     return bool(suffix) and file_name.endswith((suffix, *aliases))
 
 

@@ -41,8 +41,8 @@ from epochal.plugins.manager import (
 pytest.register_assert_rewrite("epochal.testing.conformance")
 
 #: Variables a user who never set them would not have: epochal's own and TensorFlow's log
-#: level (which ``epochal_tf`` sets for its children), so that a test process that imported
-#: epochal_tf does not change what the ``epochal`` under test prints.
+#: level (which its backend sets for its children), so that a test process that imported
+#: that backend does not change what the ``epochal`` under test prints.
 OWN_ENV = ("EPOCHAL_", "TF_CPP_MIN_LOG_LEVEL", "_EPOCHAL_TF_QUIET")
 
 

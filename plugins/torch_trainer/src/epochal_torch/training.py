@@ -40,7 +40,8 @@ def train_epoch(trainer: Any, batchgen: Iterable[dict], epoch: int) -> dict[str,
     model.train()
     hook, scaler, default = trainer.batch_end_hook, trainer.scaler, trainer.uses_default_step
     autocast = trainer.amp.autocast if trainer.amp.enabled else None
-    # No loss read per batch (DESIGN §4), unless skip_batch must decide before each update;
+    # No loss read per batch (docs/architecture.md, "Invariants"), unless skip_batch must
+    # decide before each update;
     # with "raise" the epoch's end finds a non-finite batch (epochal_torch.nonfinite).
     skip = trainer.on_nonfinite == "skip_batch"
     history: dict[str, list[Any]] = {}
@@ -104,7 +105,7 @@ def train_plain_epoch(trainer: Any, batchgen: Iterable[dict], epoch: int) -> dic
     # On the CPU a loss read is no device sync, and a Python float does not keep one small
     # tensor per batch alive, which costs a large network ~1-2% (allocator); the read also
     # serves the non-finite check, before the update. On a GPU the losses stay on the
-    # device until the epoch ends (DESIGN §4), unless skip_batch needs them per batch.
+    # device until the epoch ends (docs/architecture.md), unless skip_batch needs them per batch.
     read_each = skip or output_device.type == "cpu"
     isfinite = math.isfinite
     model.train()
