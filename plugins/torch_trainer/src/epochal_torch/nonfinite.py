@@ -5,8 +5,9 @@
   step on the CPU, where a read is no device sync), it stops at the bad batch, before its
   update. Elsewhere the losses stay on the device (docs/architecture.md, "Invariants"; on
   the CPU too, for the general step with metrics, AMP, closures or batch hooks): an epoch's
-  mean of a loss is non-finite exactly when some batch's was, so the check rides on the one read per epoch, and only then
-  are the batches searched for the first bad one; that epoch has trained on with NaN weights.
+  mean of a loss is non-finite exactly when some batch's was, so the check rides on the one
+  read per epoch, and only then are the batches searched for the first bad one; that epoch
+  has trained on with NaN weights.
   Either way the core loop writes no checkpoint of an epoch whose ``_train_single_epoch``
   raised, so the checkpoints of earlier epochs stay as they were.
 * ``"skip_batch"``: a batch whose summed loss is non-finite gets no backward and no optimizer
