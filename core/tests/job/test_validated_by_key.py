@@ -142,3 +142,24 @@ def test_variable_parameters_still_vary_the_trainer():
         "mlp",
     )
     assert with_params.trainer_kwargs()["optimizer_params"] == {"lr": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("training.gpu_ids=[7]", "training.gpu_ids: gpu_ids=[7] but TensorFlow sees these GPUs"),
+        ("training.strategy='ring'", "training.strategy: strategy must be one of"),
+        ("training.mixed_precision_kwargs={init_scale=2}", "training.mixed_precision_kwargs:"),
+    ],
+)
+def test_the_tf_backend_declares_its_keys_too(monkeypatch, override, message):
+    pytest.importorskip("epochal_tf.trainer")
+    from epochal_tf.models import MLP
+    from epochal_tf.trainer import TfNetworkTrainer
+
+    built = _counting(monkeypatch, MLP) + _counting(monkeypatch, TfNetworkTrainer)
+    config = load_config(None, [*QUICK, "experiment.backend='tf'", override])
+    with pytest.raises(ConfigError) as info:
+        Experiment.from_config(config)
+    assert str(info.value).startswith(message), str(info.value)
+    assert built == []

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from epochal.job.keys import ConfigKey
+from epochal.loop.supervised import supervised_keys
 from epochal_tf._tf import tf
+from epochal_tf.optim import PRECISION_OPTIONS
+from epochal_tf.strategies import check_strategy
 
-__all__ = ["device_for"]
+__all__ = ["CONFIG_KEYS", "check_devices", "device_for"]
 
 
 def device_for(gpu_ids: list[int]) -> str:
@@ -26,3 +30,20 @@ def device_for(gpu_ids: list[int]) -> str:
             "pass gpu_ids=[] to train on the CPU"
         )
     return f"/GPU:{gpu_ids[0]}"
+
+
+def check_devices(gpu_ids: list[int]) -> None:
+    """Each of ``gpu_ids`` is a GPU TensorFlow sees (several: a mirrored strategy's), else the
+    ``ValueError`` :func:`device_for` gives, naming those there are."""
+    for gpu in gpu_ids:
+        device_for([gpu])
+
+
+#: TfNetworkTrainer's ``training.`` keys (its ``config_keys``), checked by name when a job is
+#: validated: the supervised ones with Keras's mixed-precision options and the GPUs, and its
+#: strategy.
+CONFIG_KEYS = supervised_keys(
+    PRECISION_OPTIONS,
+    device_check=check_devices,
+    strategy=ConfigKey("string", check_value=check_strategy),
+)

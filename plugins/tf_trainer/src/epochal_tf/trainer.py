@@ -19,7 +19,7 @@ from epochal.loop.distributed import Collective
 from epochal.loop.supervised import SupervisedTrainer, component_table
 from epochal_tf import optim, strategies
 from epochal_tf._tf import keras, tf
-from epochal_tf.devices import device_for
+from epochal_tf.devices import CONFIG_KEYS, device_for
 from epochal_tf.io import check_fits, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from epochal_tf.metrics import check_metrics
 from epochal_tf.networks import AbstractTfNetwork, default_closure, to_float32
@@ -43,8 +43,7 @@ class TfNetworkTrainer(SupervisedTrainer):
             ``keras.Model`` (the default step: ``data`` -> network -> every loss on ``label``,
             summed, gradients applied by ``optimizers["default"]``).
         losses: ``{name: loss(y_true, y_pred)}``, Keras losses or functions.
-        optimizer_cls, optimizer_params: a Keras optimizer class (or name, ``"adam"``) and its
-            arguments.
+        optimizer_cls, optimizer_params: a Keras optimizer class (or name) and its arguments.
         metrics: ``{name: fn(predictions, label) -> scalar}`` (delira's order; Keras's own
             metric functions are called ``(y_true, y_pred)``).
         lr_scheduler_cls, lr_scheduler_params: an epoch rule of :mod:`epochal_tf.schedulers`
@@ -77,6 +76,7 @@ class TfNetworkTrainer(SupervisedTrainer):
     network_base: ClassVar[type] = AbstractTfNetwork
     default_closure = staticmethod(default_closure)
     mixed_precision_options: ClassVar[Mapping[str, float]] = optim.PRECISION_OPTIONS
+    config_keys: ClassVar[Mapping[str, Any]] = CONFIG_KEYS  # checked when a job is validated
     backend_kwargs_names: ClassVar[frozenset[str]] = frozenset({"run_eagerly", "jit_compile"})
     losses_example: ClassVar[str] = (
         "{'CE': keras.losses.SparseCategoricalCrossentropy(from_logits=True)}"
