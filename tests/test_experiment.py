@@ -136,7 +136,7 @@ def test_config_file_errors(tmp_path):
         ("training.optimizer_cls=Adamm", "unknown optimizer 'Adamm'"),
         ("training.optimizer_params.lrr=0.1", "Adam has no parameter 'lrr' (did you mean 'lr'?)"),
         ("model.hiden=[3]", "model.hiden: MLP has no parameter 'hiden' (did you mean 'hidden'?)"),
-        ("training.foo=1", "PyTorchNetworkTrainer got unexpected arguments ['foo']"),
+        ("training.foo=1", "training.foo: PyTorchNetworkTrainer takes no argument 'foo'"),
         ("experiment.backend=jax", "unknown backend 'jax'; installed backends:"),
         ("data.dataset=digitz", "Did you mean 'digits'?"),
         ("data.sampler=randm", "data.sampler: unknown sampler 'randm'"),

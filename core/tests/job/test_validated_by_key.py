@@ -163,3 +163,17 @@ def test_the_tf_backend_declares_its_keys_too(monkeypatch, override, message):
         Experiment.from_config(config)
     assert str(info.value).startswith(message), str(info.value)
     assert built == []
+
+
+@pytest.mark.parametrize("backend", ["torch", "tf"])
+def test_an_unknown_training_key_is_named_with_did_you_mean(backend):
+    pytest.importorskip(f"epochal_{backend}.trainer")
+    config = load_config(
+        None, [*QUICK, f"experiment.backend='{backend}'", "training.optimiser_cls='SGD'"]
+    )
+    experiment = Experiment.from_config(config)
+    # the network (a plain MLP) has no closure to read extra arguments: nothing would use it
+    with pytest.raises(
+        ConfigError, match=r"^training\.optimiser_cls: .* \(did you mean 'optimizer_cls'\?\)"
+    ):
+        experiment.trainer_kwargs()

@@ -146,7 +146,17 @@ def test_a_plugin_that_exits_in_a_registration_hook_is_reported_not_fatal():
 
 
 def test_ctrl_c_watch_tells_the_users_ctrl_c_from_code_and_restores_the_handler():
+    # Python's own Ctrl-C handler, whatever this process inherited: a pytest started in the
+    # background (`cmd &`, nohup) ignores SIGINT, and the watch rightly keeps that
+    original = signal.signal(signal.SIGINT, signal.default_int_handler)
     before = signal.getsignal(signal.SIGINT)
+    try:
+        _ctrl_c_watch_checks(before)
+    finally:
+        signal.signal(signal.SIGINT, original)
+
+
+def _ctrl_c_watch_checks(before: object) -> None:
     with CtrlCWatch() as watch:
         with pytest.raises(KeyboardInterrupt) as raised:
             raise KeyboardInterrupt

@@ -9,6 +9,7 @@ naming the ``training.`` key rather than a ``TypeError`` from the trainer.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -57,13 +58,16 @@ def trainer_kwargs(
     optim_fn: Callable[..., Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     trusted: Iterable[str] = (),
+    network_cls: Any = None,
 ) -> dict[str, Any]:
     """``trainer_cls``' keyword arguments from a training group (names resolved for the
     backend; ``"module:attr"`` paths checked by :mod:`epochal.job.trust`, with ``trusted`` the
     job's ``trusted_modules``), plus ``save_freq``, ``optim_fn`` (when given) and ``extra``.
 
     Only what the training group gives is passed; a key the trainer does not take, or a
-    required trainer argument the group lacks, is a :class:`ConfigError` naming it.
+    required trainer argument the group lacks, is a :class:`ConfigError` naming it. A trainer
+    whose ``**kwargs`` go to the network's training step takes extra keys only when
+    ``network_cls`` has a step that reads them (its ``takes_step_kwargs(network_cls)``).
     """
     training = dict(training)
     for alias, name in (
@@ -112,12 +116,18 @@ def trainer_kwargs(
     if "losses" not in signature and "criterions" in signature and "losses" in kwargs:
         kwargs["criterions"] = kwargs.pop("losses")  # delira's PyTorch name
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values())
+    step_kwargs = getattr(trainer_cls, "takes_step_kwargs", None)
+    if takes_any and network_cls is not None and callable(step_kwargs):
+        takes_any = bool(step_kwargs(network_cls))  # nothing would read them: refuse by key
+    own = set(getattr(trainer_cls, "backend_kwargs_names", ()))
     internal = {"self", "kwargs", "network", "save_path"}
     for key in kwargs:
-        if key not in signature and not takes_any:
-            allowed = sorted((set(TRAINING_KEYS) | set(signature)) - internal)
+        if key not in signature and key not in own and not takes_any:
+            allowed = sorted((set(TRAINING_KEYS) | set(signature) | own) - internal)
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(
-                f"training.{key}: {trainer_cls.__name__} takes no argument {key!r}; "
+                f"training.{key}: {trainer_cls.__name__} takes no argument {key!r}{hint}; "
                 f"allowed: {', '.join(allowed)}"
             )
     for name, parameter in signature.items():

@@ -357,6 +357,18 @@ class SupervisedTrainer(AbstractNetworkTrainer):
         self.prepare_training()
         super()._setup()
 
+    @classmethod
+    def takes_step_kwargs(cls, network_cls: Any) -> bool:
+        """Whether a network of ``network_cls`` trained by this class has a step that reads
+        extra keyword arguments (``**kwargs``): its own closure, or this class's own
+        :meth:`train_step`. A config's unknown ``[training]`` key is refused by name otherwise."""
+        base = cls.network_base
+        if cls.train_step is not SupervisedTrainer.train_step:
+            return True
+        if base is None or not isinstance(network_cls, type) or not issubclass(network_cls, base):
+            return not isinstance(network_cls, type)  # a factory: its network decides
+        return network_cls.closure is not base.closure
+
     def _find_step(self, network: Any) -> None:
         """The training step (a closure, an overridden :meth:`train_step`, or the default) and
         the checks that depend on it."""

@@ -191,6 +191,7 @@ class Experiment:
             optim_fn=self.optim_builder,
             extra=self.kwargs,
             trusted=self.trusted_modules,
+            network_cls=self.model_cls,
         )
 
     def build_network(self, params: Parameters | None = None) -> Any:
